@@ -1,0 +1,13 @@
+"""Typed errors. Library code raises these; only the command layer turns them into one line."""
+
+
+class CrepsError(Exception):
+    """Base of every error this toolkit raises on purpose."""
+
+
+class CheckpointError(CrepsError):
+    """A checkpoint is missing, corrupt, unsafe or of an unsupported configuration."""
+
+
+class BundleError(CrepsError):
+    """A bundle is missing, corrupt, of another format version, or does not match its manifest."""
