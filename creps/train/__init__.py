@@ -1,0 +1,1 @@
+"""creps.train: the original training recipe."""

@@ -1,0 +1,1 @@
+"""creps.export"""
