@@ -11,3 +11,7 @@ class CheckpointError(CrepsError):
 
 class BundleError(CrepsError):
     """A bundle is missing, corrupt, of another format version, or does not match its manifest."""
+
+
+class ExportError(CrepsError):
+    """An export cannot be made (bad request, unsupported model) or does not match PyTorch."""

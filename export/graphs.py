@@ -1,0 +1,129 @@
+"""One stage -> one ONNX file: the PyTorch exporter (dynamo), named dynamic axes, portability checks.
+
+The example inputs use sizes that occur nowhere in the model (EXAMPLE_HEIGHT, EXAMPLE_WIDTH),
+so a shape constant frozen from them is easy to find (`baked_shape_constants`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch.export import Dim
+
+from creps.export import stages
+from creps.model import Generator
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 17
+EXAMPLE_BATCH = 2
+EXAMPLE_HEIGHT = 19
+EXAMPLE_WIDTH = 23
+# Standard ONNX, no Einsum (TensorRT and the INT8 path want MatMul/Gemm with constant weights).
+FORBIDDEN_OPS = {"Einsum"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the stage table in DESIGN.md fixes for one graph."""
+
+    stage: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]  # input name -> {axis: axis name}
+
+
+SPECS = {
+    "mapping": StageSpec("mapping", ("z", "psi"), ("ws",), {"z": {0: "batch"}}),
+    "lines": StageSpec("lines", ("ws", "ys", "xs"), ("cols", "rows"),
+                       {"ws": {0: "batch"}, "ys": {0: "height"}, "xs": {0: "width"}}),
+    "pixels": StageSpec("pixels", ("ws", "cols", "rows"), ("img",),
+                        {"ws": {0: "batch"}, "cols": {0: "batch", 3: "height"}, "rows": {0: "batch", 3: "width"}}),
+    "generator": StageSpec("generator", ("z", "psi", "ys", "xs"), ("img",),
+                           {"z": {0: "batch"}, "ys": {0: "height"}, "xs": {0: "width"}}),
+}
+
+
+def stage_module(G: Generator, stage: str, truncation_cutoff: int | None) -> torch.nn.Module:
+    if stage == "mapping":
+        return stages.MappingStage(G, truncation_cutoff)
+    if stage == "lines":
+        return stages.LinesStage(G)
+    if stage == "pixels":
+        return stages.PixelsStage(G)
+    return stages.FusedGenerator(G, truncation_cutoff)
+
+
+@torch.no_grad()
+def example_inputs(G: Generator, stage: str) -> tuple[torch.Tensor, ...]:
+    """Inputs at the example sizes, made by running the stages before `stage`."""
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(EXAMPLE_BATCH, G.cfg.z_dim, generator=gen)  # (N, z_dim)
+    psi = torch.tensor([0.7])  # (1,)
+    ys = torch.linspace(0, 1, EXAMPLE_HEIGHT)  # (H,)
+    xs = torch.linspace(0, 1, EXAMPLE_WIDTH)  # (W,)
+    if stage == "mapping":
+        return z, psi
+    if stage == "generator":
+        return z, psi, ys, xs
+    ws = G.mapping(z)  # (N, num_ws, w_dim)
+    if stage == "lines":
+        return ws, ys, xs
+    return (ws, *G.synthesis.lines(ws, ys, xs))
+
+
+def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cutoff: int | None = None,
+                 optimize: bool = True) -> onnx.ModelProto:
+    """Export one stage to `path` and return the checked model."""
+    spec = SPECS[stage]
+    module = stage_module(G, stage, truncation_cutoff).eval()
+    dims = {}
+    dynamic_shapes = {
+        name: {axis: dims.setdefault(axis_name, Dim(axis_name)) for axis, axis_name in axes.items()}
+        for name, axes in spec.dynamic_axes.items()
+    }
+    dynamic_shapes = {name: dynamic_shapes.get(name) for name in spec.inputs}
+    # The exporter reports progress on stdout; our progress is the caller's tqdm bar.
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(
+            module, example_inputs(G, stage), dynamo=True, opset_version=opset,
+            input_names=list(spec.inputs), output_names=list(spec.outputs),
+            dynamic_shapes=dynamic_shapes, optimize=optimize, verbose=False, external_data=False,
+        )
+    program.save(str(path), external_data=False)
+    model = onnx.load(str(path))
+    check_graph(model, stage)
+    return model
+
+
+def check_graph(model: onnx.ModelProto, stage: str) -> None:
+    """Structural checks every exported graph must pass (raises ValueError)."""
+    onnx.checker.check_model(model, full_check=True)
+    spec = SPECS[stage]
+    names_in = tuple(i.name for i in model.graph.input)
+    names_out = tuple(o.name for o in model.graph.output)
+    if names_in != spec.inputs or names_out != spec.outputs:
+        raise ValueError(f"{stage}: graph IO {names_in} -> {names_out}, the stage table says "
+                         f"{spec.inputs} -> {spec.outputs}")
+    bad = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx") or n.op_type in FORBIDDEN_OPS})
+    if bad:
+        raise ValueError(f"{stage}: graph uses non-portable ops {', '.join(bad)}")
+
+
+def io_signature(model: onnx.ModelProto) -> dict[str, list[dict]]:
+    """{'inputs': [{name, dtype, shape}], 'outputs': [...]}; dynamic axes by name."""
+
+    def describe(value: onnx.ValueInfoProto) -> dict:
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in tensor.shape.dim]
+        return {"name": value.name, "dtype": dtype, "shape": shape}
+
+    return {"inputs": [describe(v) for v in model.graph.input],
+            "outputs": [describe(v) for v in model.graph.output]}

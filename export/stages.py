@@ -1,0 +1,70 @@
+"""The exported stages as small modules over the model's staged API (DESIGN.md stage table).
+
+Each wrapper takes exactly the graph's inputs and returns its outputs, so that
+`torch.onnx.export` sees one stage: `mapping` (z, psi -> ws), `lines` (ws, ys, xs ->
+cols, rows), `pixels` (ws, cols, rows -> img) and the fused `generator`. Coordinates are
+inputs: nothing here computes a size-dependent constant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from creps.model import Generator
+
+
+class MappingStage(nn.Module):
+    """z (N, z_dim), psi (1,) -> ws (N, num_ws, w_dim); psi pulls ws[:, :cutoff] towards w_avg."""
+
+    def __init__(self, G: Generator, truncation_cutoff: int | None = None):
+        super().__init__()
+        self.mapping = G.mapping
+        num_ws = G.cfg.num_ws
+        self.cutoff = num_ws if truncation_cutoff is None else min(int(truncation_cutoff), num_ws)
+
+    def forward(self, z, psi):
+        ws = self.mapping(z)  # (N, num_ws, w_dim), untruncated
+        w_avg = self.mapping.w_avg  # (w_dim,)
+        # The model's lerp(w_avg, ws, psi) with psi a graph input (psi = 1 gives ws unchanged).
+        head = w_avg + (ws[:, : self.cutoff] - w_avg) * psi  # (N, cutoff, w_dim)
+        if self.cutoff == ws.shape[1]:
+            return head
+        return torch.cat([head, ws[:, self.cutoff :]], dim=1)
+
+
+class LinesStage(nn.Module):
+    """ws, ys (H,), xs (W,) -> cols (N, B, 32, H, R), rows (N, B, 32, W, R)."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.synthesis = G.synthesis
+
+    def forward(self, ws, ys, xs):
+        return self.synthesis.lines(ws, ys, xs)
+
+
+class PixelsStage(nn.Module):
+    """ws, cols (N, B, 32, h, R), rows (N, B, 32, w, R) -> img (N, 3, h, w)."""
+
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.synthesis = G.synthesis
+
+    def forward(self, ws, cols, rows):
+        return self.synthesis.pixels(ws, cols, rows)
+
+
+class FusedGenerator(nn.Module):
+    """z, psi, ys, xs -> img (N, 3, H, W): the three stages in one graph."""
+
+    def __init__(self, G: Generator, truncation_cutoff: int | None = None):
+        super().__init__()
+        self.mapping = MappingStage(G, truncation_cutoff)
+        self.lines = LinesStage(G)
+        self.pixels = PixelsStage(G)
+
+    def forward(self, z, psi, ys, xs):
+        ws = self.mapping(z, psi)
+        cols, rows = self.lines(ws, ys, xs)
+        return self.pixels(ws, cols, rows)
