@@ -1,0 +1,151 @@
+"""Backends: run one stage graph of a bundle on named numpy arrays.
+
+The seam between the tiling runtime (`creps.runtime.generate`) and an inference engine
+is small on purpose. A backend is any object with:
+
+    class Backend(Protocol):
+        name: str                      # "ort-cpu", "ort-cuda", "tensorrt"
+        def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+        def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None: ...
+
+`run` evaluates the stage graph ("mapping", "lines" or "pixels") on float32 host arrays
+keyed by the contract's input names (DESIGN.md's stage table: mapping z, psi; lines ws,
+ys, xs; pixels ws, cols, rows) and returns every output by name (ws; cols, rows; img) as
+float32 host arrays. Inputs may be non-contiguous views; the backend copies what it
+needs. The runtime copies what it keeps from a result before the next `run`, so a
+backend may return views of buffers it reuses.
+
+`shape_range` gives, per dimension of one input, the inclusive (min, max) extent the
+backend accepts (a TensorRT optimization profile), or None when any extent works (ONNX
+Runtime). The runtime sizes batches, line chunks and pixel tiles inside these ranges and
+refuses, with one line, a request that cannot fit them (e.g. an image side below a
+profile's minimum).
+
+A backend class is constructed as `cls(bundle: Bundle, threads: int | None)` and raises
+`BackendUnavailable` (one line: what is missing and what to install or rebuild) when it
+cannot run on this machine. The TensorRT backend lives in `creps.runtime.trt` as
+`TensorRTBackend`, imported only when asked for, so this module needs only numpy and,
+for the ONNX Runtime backends, onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Protocol
+
+import numpy as np
+
+from creps.errors import BundleError, CrepsError
+from creps.runtime.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+RUN_STAGES = ("mapping", "lines", "pixels")
+STAGE_IO = {
+    "mapping": (("z", "psi"), ("ws",)),
+    "lines": (("ws", "ys", "xs"), ("cols", "rows")),
+    "pixels": (("ws", "cols", "rows"), ("img",)),
+}
+BACKENDS = ("auto", "ort-cpu", "ort-cuda", "tensorrt")
+ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
+
+
+class BackendUnavailable(CrepsError):
+    """A backend cannot run here (library, provider, GPU or engine missing)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_io(bundle: Bundle, stage: str, inputs: list[str], outputs: list[str]) -> None:
+    """Refuse a graph whose IO names are not the stage contract's."""
+    want_in, want_out = STAGE_IO[stage]
+    if sorted(inputs) != sorted(want_in) or sorted(outputs) != sorted(want_out):
+        raise BundleError(
+            f"{bundle.path}: {stage} graph has inputs {inputs} and outputs {outputs}, "
+            f"the runtime needs {list(want_in)} -> {list(want_out)}; re-export the bundle"
+        )
+
+
+class OrtBackend:
+    """ONNX Runtime on the CPU or through its CUDA provider, fp32 graphs."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu"):
+        self.name = f"ort-{device}"
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(f"{self.name}: onnxruntime is not installed (pip install 'creps[ort]')") from None
+        provider = ORT_PROVIDERS[self.name]
+        if provider not in ort.get_available_providers():
+            raise BackendUnavailable(
+                f"{self.name}: this onnxruntime has no {provider} "
+                "(install onnxruntime-gpu matching your CUDA, or use --backend ort-cpu)"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or available_cores()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.sessions = {}
+        for stage in RUN_STAGES:
+            path = bundle.graph_path(stage)
+            try:
+                session = ort.InferenceSession(str(path), options, providers=[provider])
+            except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+                raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+            check_io(bundle, stage, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+            self.sessions[stage] = session
+
+    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        session = self.sessions[stage]
+        feeds = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in feeds.items()}
+        results = session.run(None, feeds)
+        return {out.name: value for out, value in zip(session.get_outputs(), results)}
+
+    def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None:
+        return None
+
+
+def tensorrt_backend(bundle: Bundle, threads: int | None):
+    try:
+        trt = importlib.import_module("creps.runtime.trt")
+    except ImportError as exc:
+        raise BackendUnavailable(f"tensorrt: the TensorRT backend cannot be loaded ({exc})") from None
+    return trt.TensorRTBackend(bundle, threads)
+
+
+def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None) -> Backend:
+    """The backend called `name`; `auto` = TensorRT if the bundle has engines that run
+    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU."""
+    if name == "ort-cpu":
+        return OrtBackend(bundle, threads, "cpu")
+    if name == "ort-cuda":
+        return OrtBackend(bundle, threads, "cuda")
+    if name == "tensorrt":
+        return tensorrt_backend(bundle, threads)
+    if name != "auto":
+        raise CrepsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    candidates = (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]
+    for candidate in candidates:
+        try:
+            return open_backend(bundle, candidate, threads)
+        except BackendUnavailable as exc:
+            # Engines that do not run here deserve a warning; a machine without CUDA is normal.
+            (log.warning if candidate == "tensorrt" else log.info)("auto backend: %s; falling back", exc)
+    return open_backend(bundle, "ort-cpu", threads)

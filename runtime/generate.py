@@ -1,0 +1,185 @@
+"""`Runtime`: images of any size from a bundle, tiled, with numpy and a backend (never torch).
+
+Per batch of seeds: `mapping` once, `lines` in chunks of the coordinate vectors (the
+features of all H + W lines are kept: B·32·R floats per line), then `pixels` tile by
+tile, band by band, each tile written straight into the output: an array
+(`generate`) or PNG files streamed band by band (`save`), so memory stays flat as the
+image grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from creps import grid
+from creps.errors import CrepsError
+from creps.files import atomic_path
+from creps.runtime.backends import Backend, open_backend
+from creps.runtime.bundle import Bundle, read_bundle
+from creps.runtime.png import PngStream
+from creps.runtime.tiling import Limits, Plan, make_plan
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("uint8", "float")
+
+
+def as_seeds(seeds: int | Sequence[int]) -> list[int]:
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
+    if not seeds:
+        raise CrepsError("no seeds given")
+    for seed in seeds:
+        if not 0 <= int(seed) < 2**32:
+            raise CrepsError(f"seed {seed} is outside 0..2**32-1")
+    return [int(s) for s in seeds]
+
+
+def limits_of(backend: Backend) -> Limits:
+    """The extents a backend accepts, from the inputs that carry each axis."""
+
+    def extent(stage, name, dim):
+        ranges = backend.shape_range(stage, name)
+        return None if ranges is None else ranges[dim]
+
+    def both(*extents):
+        given = [e for e in extents if e is not None]
+        return (max(e[0] for e in given), min(e[1] for e in given)) if given else Limits().batch
+
+    return Limits(
+        batch=both(extent("mapping", "z", 0), extent("lines", "ws", 0), extent("pixels", "ws", 0)),
+        line_height=both(extent("lines", "ys", 0)),
+        line_width=both(extent("lines", "xs", 0)),
+        tile_height=both(extent("pixels", "cols", 3)),
+        tile_width=both(extent("pixels", "rows", 3)),
+    )
+
+
+class Runtime:
+    """A loaded bundle and a backend.
+
+    `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt". `tile`: (width, height) of a
+    pixel tile (default: the fastest measured, shrunk to `max_memory`). `max_memory`:
+    bytes for line features and activations (see `creps.runtime.tiling`). `threads`:
+    CPU threads (default: all cores this process may use).
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike, backend: str = "auto", tile: tuple[int, int] | None = None,
+                 max_memory: int | None = None, threads: int | None = None):
+        self.bundle: Bundle = read_bundle(bundle_dir)
+        self.model = self.bundle.model
+        self.backend: Backend = open_backend(self.bundle, backend, threads)
+        self.limits = limits_of(self.backend)
+        self.tile = tile
+        self.max_memory = max_memory
+        log.info("bundle %s on backend %s", self.bundle.path, self.backend.name)
+
+    def plan(self, size: tuple[int, int], batch: int = 1, max_lines: int | None = None) -> Plan:
+        width, height = size
+        try:
+            grid.check_size(width, height)
+        except ValueError as exc:
+            raise CrepsError(str(exc)) from None
+        return make_plan(self.model, width, height, batch, self.tile, self.max_memory, max_lines, self.limits)
+
+    def mapping(self, seeds: list[int], psi: float) -> np.ndarray:
+        z = np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in seeds])  # (N, z_dim)
+        return self.backend.run("mapping", {"z": z, "psi": np.array([psi], np.float32)})["ws"]
+
+    def lines(self, ws: np.ndarray, ys: np.ndarray, xs: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+        """Line features of the whole image, chunk by chunk: cols (N, B, 32, H, R), rows (N, B, 32, W, R)."""
+        N, B, C, R = len(ws), self.model["num_blocks"], self.model["biline_channels"], self.model["rank"]
+        cols = np.empty((N, B, C, len(ys), R), np.float32)
+        rows = np.empty((N, B, C, len(xs), R), np.float32)
+        for chunk in plan.line_chunks:
+            out = self.backend.run("lines", {"ws": ws, "ys": ys[chunk.ys], "xs": xs[chunk.xs]})
+            if not chunk.pad_ys:
+                cols[:, :, :, chunk.ys] = out["cols"]
+            if not chunk.pad_xs:
+                rows[:, :, :, chunk.xs] = out["rows"]
+        return cols, rows
+
+    def tiles(self, seeds: list[int], size, psi, window, fit, plan: Plan, bar) -> Iterator[tuple]:
+        """(rows slice, cols slice, img tile (N, 3, h, w)) for the whole image, band by band."""
+        ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
+        ws = self.mapping(seeds, psi)  # (N, num_ws, w_dim)
+        cols, rows = self.lines(ws, ys, xs, plan)
+        for band, column in plan.tiles():
+            img = self.backend.run("pixels", {"ws": ws, "cols": cols[:, :, :, band], "rows": rows[:, :, :, column]})
+            bar.update()
+            yield band, column, img["img"]
+
+    def prepare(self, seeds, size, psi, fit, batch: int) -> tuple[list[int], tuple[int, int], list]:
+        """Check a request before any work: (seeds, size, [(seeds of a batch, its plan), ...])."""
+        seeds = as_seeds(seeds)
+        size = size or (self.model["img_resolution"],) * 2
+        if batch < 1:
+            raise CrepsError(f"batch {batch} must be at least 1")
+        if not np.isfinite(psi):
+            raise CrepsError(f"truncation psi {psi} is not a finite number")
+        if fit not in grid.FITS:
+            raise CrepsError(f"fit {fit!r} is not one of {', '.join(grid.FITS)}")
+        parts = [seeds[start:start + batch] for start in range(0, len(seeds), batch)]
+        return seeds, size, [(part, self.plan(size, len(part))) for part in parts]
+
+    @staticmethod
+    def progress(schedule, enabled: bool):
+        total = sum(len(plan.bands) * len(plan.columns) for _, plan in schedule)
+        return tqdm(total=total, unit="tile", desc="pixels", disable=not enabled, leave=False)
+
+    def generate(self, seeds: int | Sequence[int] = 0, size: tuple[int, int] | None = None, psi: float = 1.0,
+                 window: grid.Window | None = None, fit: str = "extend", out: str = "uint8", batch: int = 1,
+                 progress: bool = False) -> np.ndarray:
+        """Images for `seeds` at `size` = (width, height) (default: the training resolution).
+
+        Returns uint8 (N, H, W, 3) as the original writes them, or float32 (N, 3, H, W).
+        """
+        if out not in OUTPUTS:
+            raise CrepsError(f"out {out!r} is not one of {', '.join(OUTPUTS)}")
+        seeds, size, schedule = self.prepare(seeds, size, psi, fit, batch)
+        width, height = size
+        shape = (len(seeds), height, width, 3) if out == "uint8" else (len(seeds), 3, height, width)
+        images = np.empty(shape, np.uint8 if out == "uint8" else np.float32)
+        with self.progress(schedule, progress) as bar:
+            done = 0
+            for part, plan in schedule:
+                target = images[done:done + len(part)]
+                for band, column, img in self.tiles(part, size, psi, window, fit, plan, bar):
+                    if out == "uint8":
+                        target[:, band, column] = grid.to_uint8(img)  # (N, h, w, 3)
+                    else:
+                        target[:, :, band, column] = img  # (N, 3, h, w)
+                done += len(part)
+        return images
+
+    def save(self, paths: Sequence[str | os.PathLike], seeds: int | Sequence[int] = 0,
+             size: tuple[int, int] | None = None, psi: float = 1.0, window: grid.Window | None = None,
+             fit: str = "extend", batch: int = 1, progress: bool = False) -> None:
+        """Stream one PNG per seed to `paths`, band by band; each file appears complete or not at all."""
+        seeds, size, schedule = self.prepare(seeds, size, psi, fit, batch)
+        if len(paths) != len(seeds):
+            raise CrepsError(f"{len(paths)} output paths for {len(seeds)} seeds")
+        width, _ = size
+        with self.progress(schedule, progress) as bar:
+            done = 0
+            for part, plan in schedule:
+                with contextlib.ExitStack() as stack:
+                    streams = []
+                    for path in paths[done:done + len(part)]:
+                        tmp = stack.enter_context(atomic_path(Path(path)))
+                        streams.append(PngStream(stack.enter_context(open(tmp, "wb")), *size))
+                    band_pixels = np.empty((len(part), plan.tile[1], width, 3), np.uint8)  # (N, h, W, 3)
+                    for band, column, img in self.tiles(part, size, psi, window, fit, plan, bar):
+                        band_pixels[:, :band.stop - band.start, column] = grid.to_uint8(img)
+                        if column.stop == width:
+                            for stream, pixels in zip(streams, band_pixels):
+                                stream.write(pixels[:band.stop - band.start])
+                    for stream in streams:
+                        stream.close()
+                done += len(part)
