@@ -62,7 +62,7 @@ FIT = click.Choice(grid.FITS)
 
 def fail(message: str) -> None:
     """Print one line and exit non-zero."""
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {' '.join(message.split())}", err=True)
     sys.exit(EXIT_ERROR)
 
 

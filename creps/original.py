@@ -20,6 +20,7 @@ import collections
 import io
 import logging
 import pickle
+import re
 import time
 
 import numpy as np
@@ -63,7 +64,13 @@ def _load_storage_bytes(blob):
     try:
         return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"a tensor storage in the pickle is unsafe or corrupt: {exc}") from exc
+        # torch's message spans many lines; keep the name of what it refused.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise CheckpointError(
+                f"refused: a tensor storage in the pickle asks for {refused.group(1)}, which a tensor never needs"
+            ) from None
+        raise CheckpointError(f"a tensor storage in the pickle is corrupt ({str(exc).splitlines()[0]})") from None
 
 
 def _numpy_scalar(dtype, data=None):
