@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import onnx_ir.passes.common as ir_passes
+import onnxscript.optimizer
 import torch
 from torch.export import Dim
 
@@ -25,6 +27,11 @@ MIN_OPSET = 17
 EXAMPLE_BATCH = 2
 EXAMPLE_HEIGHT = 19
 EXAMPLE_WIDTH = 23
+# Graph cleanup: the exporter's own optimizer (onnxscript), with the folding limits raised so
+# that every weight expression (weight * gain, transposes) becomes one initializer.
+FOLD_LIMIT = 1 << 26
+CLEANUP = ("onnxscript.optimizer.optimize_ir (constant folding up to 2^26 elements, pattern rewrites), "
+           "then onnx_ir: initializer deduplication, common subexpression elimination, unused-node removal")
 # Standard ONNX, no Einsum (TensorRT and the INT8 path want MatMul/Gemm with constant weights).
 FORBIDDEN_OPS = {"Einsum"}
 
@@ -79,8 +86,11 @@ def example_inputs(G: Generator, stage: str) -> tuple[torch.Tensor, ...]:
 
 
 def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cutoff: int | None = None,
-                 optimize: bool = True) -> onnx.ModelProto:
-    """Export one stage to `path` and return the checked model."""
+                 modulation: str = "activation", cleanup: bool = True) -> onnx.ModelProto:
+    """Export one stage to `path` (modulated layers in form `modulation`) and return the checked model.
+
+    `cleanup` runs the CLEANUP passes; tests check that the named axes survive them.
+    """
     spec = SPECS[stage]
     module = stage_module(G, stage, truncation_cutoff).eval()
     dims = {}
@@ -90,16 +100,27 @@ def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cu
     }
     dynamic_shapes = {name: dynamic_shapes.get(name) for name in spec.inputs}
     # The exporter reports progress on stdout; our progress is the caller's tqdm bar.
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), stages.modulation(module, modulation):
         program = torch.onnx.export(
             module, example_inputs(G, stage), dynamo=True, opset_version=opset,
             input_names=list(spec.inputs), output_names=list(spec.outputs),
-            dynamic_shapes=dynamic_shapes, optimize=optimize, verbose=False, external_data=False,
+            dynamic_shapes=dynamic_shapes, optimize=False, verbose=False, external_data=False,
         )
+    if cleanup:
+        clean(program.model)
     program.save(str(path), external_data=False)
     model = onnx.load(str(path))
     check_graph(model, stage)
     return model
+
+
+def clean(model) -> None:
+    """The CLEANUP passes, in place on an onnx_ir model."""
+    onnxscript.optimizer.optimize_ir(model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
+    # Folding can turn one weight used twice (b4's input affine, once per half) into two copies.
+    ir_passes.DeduplicateInitializersPass(size_limit=FOLD_LIMIT)(model)
+    ir_passes.CommonSubexpressionEliminationPass()(model)
+    ir_passes.RemoveUnusedNodesPass()(model)
 
 
 def check_graph(model: onnx.ModelProto, stage: str) -> None:

@@ -8,10 +8,16 @@ inputs: nothing here computes a size-dependent constant.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 from torch import nn
 
-from creps.model import Generator
+from creps.model import Generator, ModulatedLayer, lrelu_gain
+
+# 'activation': ((x * s) @ W.T) * d, W constant (the model's form); 'folded': x @ (W * s * d).T.
+MODULATION_FORMS = ("activation", "folded")
 
 
 class MappingStage(nn.Module):
@@ -68,3 +74,34 @@ class FusedGenerator(nn.Module):
         ws = self.mapping(z, psi)
         cols, rows = self.lines(ws, ys, xs)
         return self.pixels(ws, cols, rows)
+
+
+def folded_forward(layer: ModulatedLayer, x, w):  # x (N, P, in), w (N, w_dim) -> (N, P, out)
+    """ModulatedLayer.forward with s (and d) folded into a per-sample weight: x @ (W * s * d).T.
+
+    Exactly the model's layer (same maths, float rounding apart); it multiplies out*in
+    numbers per sample instead of P*in + P*out, which wins when P (positions) is large.
+    """
+    s = layer.styles(w)  # (N, in)
+    weight = layer.weight * s.unsqueeze(1)  # (N, out, in)
+    if not layer.tores:
+        weight = weight * (weight.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()  # (N, out, in)
+    y = x @ weight.transpose(1, 2) + layer.bias  # (N, P, out)
+    if not layer.tores:
+        y = lrelu_gain(y)
+    return y.clamp(-layer.clamp, layer.clamp) if layer.clamp is not None else y
+
+
+@contextlib.contextmanager
+def modulation(module: nn.Module, form: str):
+    """Run every ModulatedLayer in `module` in `form` ('activation': the model's own, or 'folded')."""
+    if form not in MODULATION_FORMS:
+        raise ValueError(f"modulation form {form!r} is not one of {', '.join(MODULATION_FORMS)}")
+    layers = [m for m in module.modules() if isinstance(m, ModulatedLayer)] if form == "folded" else []
+    for layer in layers:
+        layer.forward = functools.partial(folded_forward, layer)
+    try:
+        yield module
+    finally:
+        for layer in layers:
+            del layer.forward

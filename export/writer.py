@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 import creps
 from creps.errors import ExportError
-from creps.export.graphs import MIN_OPSET, export_stage, io_signature
+from creps.export.graphs import CLEANUP, MIN_OPSET, export_stage, io_signature
 from creps.export.verify import verify_bundle
 from creps.files import atomic_path
 from creps.model import Generator
@@ -27,6 +28,9 @@ from creps.runtime.bundle import file_entry, graph_key, sha256_file, write_manif
 log = logging.getLogger(__name__)
 
 PRECISION = "fp32"
+# Modulated-layer form per graph, by ONNX Runtime CPU timing at the published 256 config
+# (benchmarks/export.py): folding s and d into a per-sample weight wins in both stages.
+MODULATION = {"mapping": None, "lines": "folded", "pixels": "folded", "generator": "folded"}
 
 
 def model_section(G: Generator, truncation_cutoff: int | None) -> dict:
@@ -51,6 +55,16 @@ def source_section(source) -> dict:
     return {"file": Path(source).name, "sha256": sha256_file(source)}
 
 
+def check_writable(out: Path) -> None:
+    """Fail now, not after minutes of export, when `out` cannot be created."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".probe", dir=out.parent):
+            pass
+    except OSError as exc:
+        raise ExportError(f"cannot write the bundle {out}: {exc.strerror or exc}") from None
+
+
 def export_bundle(G: Generator, out_dir, *, source=None, opset: int = 18, fused: bool = False,
                   verify: bool = True, force: bool = False, progress: bool = False) -> Path:
     """Export G's stages (and with `fused` the whole generator) into the bundle folder `out_dir`.
@@ -64,6 +78,7 @@ def export_bundle(G: Generator, out_dir, *, source=None, opset: int = 18, fused:
     if out.exists() and not (force and out.is_dir()):
         what = "exists" if out.is_dir() else "exists and is not a folder"
         raise ExportError(f"{out} {what}; choose another --out" + (" or pass --force" if out.is_dir() else ""))
+    check_writable(out)
     truncation_cutoff = None  # the model truncates all ws (the original's default)
     stages = ("mapping", "lines", "pixels") + (("generator",) if fused else ())
     manifest = {"exporter": exporter_section(), "source": source_section(source),
@@ -73,11 +88,13 @@ def export_bundle(G: Generator, out_dir, *, source=None, opset: int = 18, fused:
         for stage in tqdm(stages, desc="export", unit="graph", disable=not progress):
             file = f"{stage}.onnx"
             try:
-                model = export_stage(G, stage, tmp / file, opset, truncation_cutoff)
+                model = export_stage(G, stage, tmp / file, opset, truncation_cutoff,
+                                     modulation=MODULATION[stage] or "activation")
             except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:  # incl. OnnxExporterError
                 raise ExportError(f"cannot export the {stage} stage of this model: {exc}".splitlines()[0]) from exc
             manifest["graphs"][graph_key(stage, PRECISION)] = file_entry(
-                tmp, file, PRECISION, stage=stage, opset=opset, **io_signature(model))
+                tmp, file, PRECISION, stage=stage, opset=opset, **io_signature(model),
+                modulation=MODULATION[stage], cleanup=CLEANUP)
             log.info("exported %s", file)
         write_manifest(tmp, manifest)
         if verify:
