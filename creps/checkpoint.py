@@ -113,7 +113,10 @@ def load_generator(path) -> Generator:
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(16)
-    if path.suffix == ".pkl" or head[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header. Its first byte
+    # may well be 0x80, so look for the JSON before taking the file for a pickle.
+    looks_safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+    if not looks_safetensors and (path.suffix == ".pkl" or head[:1] == b"\x80"):
         from creps.original import load_original_pickle
 
         return load_original_pickle(path)
