@@ -1,0 +1,82 @@
+"""FP16 and INT8 error against FP32 for the published config, and a Jetson-class TensorRT build plan.
+
+Everything here runs on the CPU: FP16 is predicted by emulated rounding in ONNX Runtime
+(creps.calib.emulate), INT8 is measured by running the Q/DQ graphs in ONNX Runtime CPU.
+No GPU number is produced or claimed.
+
+The generator is the published configuration (GeneratorConfig() defaults) with random
+weights, its image layers scaled so images have a trained model's spread (std 0.5;
+tests/tiny_models.random_generator), so an absolute error bar means what it means for a
+real checkpoint. PSNR = 10 log10(2.0^2 / MSE) on the float image ([-1, 1], peak to peak 2).
+
+    python benchmarks/precision.py            # ~25 min on 2 CPU cores
+Output: printed, and benchmarks/results/precision.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from tiny_models import random_generator  # noqa: E402
+
+from creps.calib import Job, calibrate_bundle  # noqa: E402
+from creps.export import export_bundle  # noqa: E402
+from creps.export.trt_plan import build_plan  # noqa: E402
+from creps.model import GeneratorConfig  # noqa: E402
+from creps.runtime.bundle import read_bundle  # noqa: E402
+
+ANALYSIS_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 2048, 512))  # the panorama reaches coordinates -1.5..2.5
+ERROR_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 512, 512))
+JETSON_BUDGET = 3 << 30  # an 8 GB Orin NX leaves us ~2-4 GB
+BAR = {"fp16_max_abs": 1e-2, "fp16_psnr_db": 45.0, "int8_psnr_db": 30.0}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("onnx_ir", "onnxscript", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    started = time.time()
+    G = random_generator(GeneratorConfig(), seed=0, output_std=0.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
+        report = calibrate_bundle(bundle_dir, True, True, G, ANALYSIS_JOBS, ERROR_JOBS)
+        manifest = read_bundle(bundle_dir).manifest
+        plans = {precision: build_plan(manifest, precision, [(2048, 512)], 1, JETSON_BUDGET)
+                 for precision in ("fp16", "int8")}
+    fp16 = report["fp16"]["predicted_error"]["worst"]
+    int8 = report["int8"]["measured_error"]["worst"]
+    result = {
+        "config": "GeneratorConfig() (published), random weights, image std 0.5",
+        "psnr_definition": "10*log10(2.0**2 / MSE) on the float image, range [-1, 1]",
+        "machine": f"{platform.machine()} CPU ({platform.processor() or 'unknown'}), ONNX Runtime CPU",
+        "bar": BAR,
+        "fp16": {**report["fp16"], "meets_bar": fp16["max_abs"] <= BAR["fp16_max_abs"]
+                 and (fp16["psnr_db"] is None or fp16["psnr_db"] >= BAR["fp16_psnr_db"])},
+        "int8": {**report["int8"], "meets_target": int8["psnr_db"] is None or int8["psnr_db"] >= BAR["int8_psnr_db"]},
+        "analysis_jobs": report["jobs"], "error_jobs": report["error_jobs"],
+        "trt_dry_run_2048x512_3GiB": {p: {"text": plan.describe(), **plan.to_dict()} for p, plan in plans.items()},
+        "seconds": round(time.time() - started),
+    }
+    out = ROOT / "benchmarks" / "results" / "precision.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"FP16 predicted vs FP32 at 512x512 (worst of {len(ERROR_JOBS)} latents): max abs {fp16['max_abs']:.3g}, "
+          f"PSNR {fp16['psnr_db']} dB, uint8 pixels changed {100 * fp16['uint8_pixels_changed']:.2f}%")
+    kept = report["fp16"]["plan"]["fp32_compute_nodes"]
+    print(f"FP32 islands (besides the style path): {len(kept)} compute nodes: "
+          + ", ".join(f"{k['stage']}/{k['name']} ({k['op']}, {k['fp32_reason']})" for k in kept[:20]))
+    print(f"INT8 measured in ONNX Runtime CPU at 512x512: max abs {int8['max_abs']:.3g}, PSNR {int8['psnr_db']} dB")
+    print("\n".join(plans["fp16"].describe()))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

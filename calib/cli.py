@@ -1,0 +1,75 @@
+"""creps-calib: FP16 and INT8 graphs for a bundle, with their error against FP32.
+
+\b
+Examples:
+  creps-calib --bundle out/ffhq                       # FP16 graphs (lines.fp16, pixels.fp16)
+  creps-calib --bundle out/ffhq --int8 --network ffhq.safetensors
+  creps-calib --bundle out/ffhq --seeds 0-3 --trunc 1.0,0.7 --sizes 512x512,2048x512 --report calib.json
+
+Sample jobs pair the seeds with the psi values and sizes, cycling the shorter lists
+(defaults: seed 0 at psi 1 and 512x512, seed 1 at psi 0.7 and 2048x512).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from creps.cli import SEEDS, SIZE, entry_point
+from creps.errors import CrepsError
+from creps.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def jobs_from(seeds: list[int], psis: list[float], sizes: list[tuple[int, int]]):
+    from creps.calib.samples import Job
+
+    return tuple(Job(seed, psis[i % len(psis)], *sizes[i % len(sizes)]) for i, seed in enumerate(seeds))
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Bundle folder written by creps-export.")
+@click.option("--fp16/--no-fp16", default=True, show_default=True, help="FP16 range analysis and FP16 graphs.")
+@click.option("--int8", is_flag=True, help="INT8 Q/DQ graphs calibrated on the sample jobs.")
+@click.option("--network", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Checkpoint the bundle came from (INT8 re-exports folded graphs from it).")
+@click.option("--seeds", type=SEEDS, default="0,1", show_default=True, help="Seeds of the sample jobs.")
+@click.option("--trunc", "psis", default="1.0,0.7", show_default=True, help="Truncation psi values, cycled.")
+@click.option("--sizes", default="512x512,2048x512", show_default=True, help="Sizes WxH, cycled.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, report):
+    if not (fp16 or int8):
+        raise CrepsError("nothing to do: pass --fp16 and/or --int8")
+    sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
+    jobs = jobs_from(seeds, parse_floats(psis), sizes)
+    G = None
+    if network is not None:
+        from creps.checkpoint import load_generator
+
+        G = load_generator(network)
+    from creps.calib.bundle import calibrate_bundle
+
+    result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs)
+    for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
+        if kind in result:
+            err = result[kind][key]["worst"]
+            click.echo(f"{kind}: {key.replace('_', ' ')} vs fp32: max abs {err['max_abs']:.3g}, "
+                       f"PSNR {err['psnr_db']} dB, uint8 pixels changed {100 * err['uint8_pixels_changed']:.2f}%")
+    if report is not None:
+        with atomic_path(report) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+
+
+main = entry_point(cli)

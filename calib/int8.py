@@ -1,0 +1,161 @@
+"""INT8 as explicit Q/DQ: calibrated on the CPU with ONNX Runtime, checked against TensorRT's rules.
+
+Tool: ONNX Runtime's `quantize_static` in QDQ format (kept with ONNX Runtime, already a
+dependency; NVIDIA ModelOpt's ONNX quantizer needs onnxruntime-gpu/cupy extras that do
+not install on a CPU-only machine). Settings are TensorRT's explicit-quantization rules:
+int8 with zero point 0 (symmetric activations and weights), per-tensor scales for
+activations, per-channel scales only on constant weights. Only MatMul inputs are
+quantized (the layers that carry the cost); everything else stays float.
+
+The graphs must be in the `activation` modulation form, ((x * s) @ W.T) * d, so that W is
+a constant initializer with per-channel scales; in the `folded` form the weight is
+computed per sample and could only get one per-tensor scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from creps.calib import emulate
+from creps.calib.fp16 import SPATIAL_INPUTS
+from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
+from creps.errors import CrepsError
+
+log = logging.getLogger(__name__)
+
+INT8_STAGES = ("lines", "pixels")
+CALIBRATION_PROBE = 48  # rows and columns per job fed to the calibrator
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+class QdqError(CrepsError):
+    """A Q/DQ graph that breaks TensorRT's explicit-quantization rules."""
+
+
+def calibration_feeds(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], probe: int) -> dict[str, list]:
+    """Per stage, the input dicts of the FP32 pipeline on the jobs' probe grids."""
+    runner = StageRunner(models)
+    feeds = {"lines": [], "pixels": []}
+    for job in jobs:
+        ws = runner.ws(job)
+        ys, xs = job.coords(probe)
+        cols, rows = runner.lines(ws, ys, xs)
+        feeds["lines"].append({"ws": ws, "ys": ys, "xs": xs})
+        feeds["pixels"].append({"ws": ws, "cols": cols, "rows": rows})
+    return feeds
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of input dicts."""
+
+    def __init__(self, feeds: list[dict]):
+        self.items = iter(feeds)
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def quantize(model: onnx.ModelProto, feeds: list[dict], exclude: list[str] = ()) -> onnx.ModelProto:
+    """The Q/DQ version of one stage graph, calibrated (min-max) on `feeds`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        quantize_static(
+            str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        quantized = onnx.load(dst)
+    check_qdq(quantized)
+    return quantized
+
+
+def qdq_violations(model: onnx.ModelProto) -> list[str]:
+    """Every way the graph's Q/DQ nodes break TensorRT's rules (empty when it follows them)."""
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        data, scale = node.input[0], node.input[1]
+        zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if scale not in constants:
+            problems.append(f"{node.name}: scale {scale} is not a constant")
+            continue
+        if zero is not None:
+            if zero not in constants:
+                problems.append(f"{node.name}: zero point {zero} is not a constant")
+            else:
+                zp = constants[zero]
+                if zp.data_type != onnx.TensorProto.INT8:
+                    problems.append(f"{node.name}: zero point type {onnx.TensorProto.DataType.Name(zp.data_type)}, "
+                                    "TensorRT needs int8")
+                if np.any(numpy_helper.to_array(zp) != 0):
+                    problems.append(f"{node.name}: non-zero zero point (asymmetric)")
+        per_channel = numpy_helper.to_array(constants[scale]).size > 1
+        if per_channel and data not in constants:
+            problems.append(f"{node.name}: per-channel scales on {data}, which is not a constant weight")
+    return problems
+
+
+def check_qdq(model: onnx.ModelProto) -> None:
+    problems = qdq_violations(model)
+    if problems:
+        raise QdqError(f"Q/DQ graph breaks TensorRT's rules: {'; '.join(problems[:5])}"
+                       + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+
+
+def qdq_summary(model: onnx.ModelProto) -> dict:
+    """Counts of quantized MatMuls and of per-channel / per-tensor Q/DQ nodes."""
+    constants = {t.name: numpy_helper.to_array(t).size for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS]
+    per_channel = sum(1 for n in nodes if constants.get(n.input[1], 1) > 1)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    quantized = sum(1 for n in matmuls if all(producers.get(i) == "DequantizeLinear" for i in n.input))
+    return {"qdq_nodes": len(nodes), "per_channel": per_channel, "per_tensor": len(nodes) - per_channel,
+            "matmuls": len(matmuls), "matmuls_int8": quantized}
+
+
+def style_path_nodes(model: onnx.ModelProto, stage: str) -> list[str]:
+    """Nodes that do not depend on the spatial inputs: styles and demodulation, [N, C]-sized.
+
+    They cost nothing and the demodulation sum of squares has a range no single int8
+    scale fits, so they are never quantized.
+    """
+    spatial = emulate.dependent_nodes(model, SPATIAL_INPUTS[stage])
+    return [n.name for n in model.graph.node if n.name not in spatial]
+
+
+def calibrate(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_JOBS,
+              probe: int = CALIBRATION_PROBE, exclude: dict[str, list[str]] | None = None) -> dict[str, onnx.ModelProto]:
+    """Q/DQ graphs of the line and pixel stages, calibrated on the jobs (style path and
+    the nodes in `exclude` kept in float)."""
+    feeds = calibration_feeds(models, jobs, probe)
+    exclude = exclude or {}
+    return {stage: quantize(models[stage], feeds[stage],
+                            style_path_nodes(models[stage], stage) + list(exclude.get(stage, [])))
+            for stage in INT8_STAGES}
+
+
+def measure(models: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],
+            jobs: tuple[Job, ...] = DEFAULT_JOBS, probe: int | None = None) -> dict:
+    """Error of the Q/DQ graphs run in ONNX Runtime CPU against FP32, per job and worst."""
+    reference, int8 = StageRunner(models), StageRunner({**models, **quantized})
+    per_job = []
+    for job in jobs:
+        error = compare(reference.image(job, probe), int8.image(job, probe))
+        per_job.append({**job.to_dict(), **error})
+        log.info("int8 measured error, %s: %s", job.label, error)
+    return {"worst": worst(per_job), "jobs": per_job}

@@ -1,0 +1,121 @@
+"""`creps-export --trt`: one strongly typed TensorRT engine per stage, written into the bundle.
+
+Thin on purpose, and written to the Python API that TensorRT 10.3 (JetPack 6) and 11.x
+share (docs/tensorrt.md lists every call and the page it follows):
+
+    Builder.create_network(1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    OnnxParser.parse_from_file -> IBuilderConfig (workspace via set_memory_pool_limit,
+    one optimization profile from the runtime's tile plan, a shared timing cache,
+    optional VERSION_COMPATIBLE / hardware compatibility) -> build_serialized_network
+
+Strongly typed: no FP16/INT8 builder flags (TensorRT 11 removed them); the precision is
+the graph's own (FP16 graphs with FP32 islands, INT8 Q/DQ graphs, from creps-calib). The
+plan (graphs, profiles, memory) is `creps.export.trt_plan`, which needs no TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from creps.errors import CrepsError
+from creps.export.trt_plan import BuildPlan, StageBuild
+from creps.files import atomic_path
+from creps.runtime.bundle import file_entry, read_bundle, write_manifest
+from creps.runtime.trt import BackendUnavailable, current_device, load_cudart
+
+log = logging.getLogger(__name__)
+
+HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
+
+
+class EngineBuildError(CrepsError):
+    """TensorRT could not parse a graph or build an engine."""
+
+
+def load_tensorrt():
+    """The tensorrt module, or one clear error that says the ONNX bundle is still complete."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineBuildError("TensorRT is not installed here, so no engines were built "
+                               "(the ONNX bundle is complete; build engines on the target with "
+                               "pip install 'creps[trt]' and creps-export --bundle DIR --trt)") from None
+    return trt
+
+
+def _parse(trt, builder, logger, path: Path):
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(path)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise EngineBuildError(f"{path}: TensorRT cannot parse it ({errors or 'no details'})")
+    return network, parser
+
+
+def _config(trt, builder, network, build: StageBuild, workspace: int, cache, version_compatible: bool,
+            hardware: str):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        if any(d < 0 for d in tensor.shape):  # static inputs (psi) need no profile
+            shapes = build.profile[tensor.name]
+            profile.set_shape(tensor.name, shapes.min, shapes.opt, shapes.max)
+    config.add_optimization_profile(profile)
+    config.set_timing_cache(cache, False)
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if hardware == "ampere_plus":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    elif hardware == "same_compute_capability":
+        level = getattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY", None)  # TensorRT 11 only
+        if level is None:
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no same-compute-capability engines (11.0+ does)")
+        config.hardware_compatibility_level = level
+    return config
+
+
+def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: str | os.PathLike | None = None,
+                  version_compatible: bool = False, hardware: str = "none", progress: bool = False) -> dict:
+    """Build the plan's engines into the bundle and record them in its manifest; returns the entries."""
+    if hardware not in HARDWARE_LEVELS:
+        raise EngineBuildError(f"hardware compatibility {hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
+    trt = load_tensorrt()
+    try:
+        device = current_device(load_cudart())
+    except BackendUnavailable as exc:
+        raise EngineBuildError(f"{str(exc).removeprefix('tensorrt: ')}: no engines were built "
+                               "(the ONNX bundle is complete)") from None
+    bundle = read_bundle(bundle_dir)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = builder.create_builder_config().create_timing_cache(cache_bytes)
+    entries = {}
+    for build in tqdm(plan.stages, desc="tensorrt", unit="engine", disable=not progress):
+        network, _parser = _parse(trt, builder, logger, bundle.file(bundle.graphs[build.graph]))
+        config = _config(trt, builder, network, build, plan.workspace, cache, version_compatible, hardware)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise EngineBuildError(f"TensorRT could not build the {build.stage} engine (see its log above)")
+        file = f"{build.stage}.engine"
+        with atomic_path(bundle.path / file) as tmp:
+            tmp.write_bytes(memoryview(serialized))
+        entries[build.stage] = file_entry(
+            bundle.path, file, build.precision, graph=build.graph, stage=build.stage,
+            profiles={k: v.to_dict() for k, v in build.profile.items()}, workspace=plan.workspace,
+            tensorrt_version=trt.__version__, gpu_name=device.name, compute_capability=device.compute_capability,
+            version_compatible=version_compatible, hardware_compatibility=hardware, strongly_typed=True)
+        log.info("built %s from %s", file, build.graph)
+    if cache_path:
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(memoryview(cache.serialize()))
+    manifest = {**bundle.manifest, "engines": {**bundle.engines, **entries}}
+    write_manifest(bundle.path, manifest)
+    return entries

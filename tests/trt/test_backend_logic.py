@@ -1,0 +1,79 @@
+"""The TensorRT backend's pure logic: engine compatibility, the double-buffer order, CUDA error checks."""
+
+import enum
+from types import SimpleNamespace
+
+import pytest
+
+from creps.runtime.backends import BackendUnavailable
+from creps.runtime.trt import CudaError, Device, check_engine, cuda_call, pipeline_order
+
+ENTRY = {"file": "pixels.engine", "tensorrt_version": "10.3.0.30", "gpu_name": "Orin (nvgpu)",
+         "compute_capability": "8.7"}
+ORIN = Device("Orin (nvgpu)", "8.7")
+
+
+def test_matching_engine_is_accepted():
+    check_engine(ENTRY, "b", "10.3.0.30", ORIN)
+
+
+@pytest.mark.parametrize("version", ["10.3.0.26", "10.4.0.1", "11.1.0"])
+def test_other_tensorrt_is_refused_with_the_rebuild_command(version):
+    with pytest.raises(BackendUnavailable, match=r"TensorRT 10\.3\.0\.30.*creps-export --bundle b --trt"):
+        check_engine(ENTRY, "b", version, ORIN)
+
+
+def test_version_compatible_engine_runs_on_later_minor_only():
+    entry = {**ENTRY, "version_compatible": True}
+    check_engine(entry, "b", "10.7.0", ORIN)
+    with pytest.raises(BackendUnavailable):
+        check_engine(entry, "b", "10.2.0", ORIN)
+    with pytest.raises(BackendUnavailable):
+        check_engine(entry, "b", "11.0.0", ORIN)
+
+
+def test_other_gpu_is_refused_unless_hardware_compatible():
+    a100 = Device("NVIDIA A100-SXM4-40GB", "8.0")
+    with pytest.raises(BackendUnavailable, match=r"built for Orin.*this GPU is NVIDIA A100.*--trt"):
+        check_engine(ENTRY, "b", "10.3.0.30", a100)
+    check_engine({**ENTRY, "hardware_compatibility": "ampere_plus"}, "b", "10.3.0.30", a100)
+    with pytest.raises(BackendUnavailable):
+        check_engine({**ENTRY, "hardware_compatibility": "ampere_plus"}, "b", "10.3.0.30", Device("T4", "7.5"))
+    check_engine({**ENTRY, "hardware_compatibility": "same_compute_capability"}, "b", "10.3.0.30",
+                 Device("Jetson AGX Orin", "8.7"))
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7])
+def test_pipeline_order_double_buffers(count):
+    order = pipeline_order(count)
+    submitted, collected, in_flight = [], [], set()
+    for step, i in order:
+        if step == "submit":
+            assert i % 2 not in {j % 2 for j in in_flight}, "a slot is reused before its call was collected"
+            in_flight.add(i)
+            submitted.append(i)
+            assert len(in_flight) <= 2
+        else:
+            assert i in in_flight
+            in_flight.remove(i)
+            collected.append(i)
+    assert submitted == collected == list(range(count))
+    if count >= 2:  # the next call is enqueued before the previous one is handed out
+        assert order[:3] == [("submit", 0), ("submit", 1), ("collect", 0)]
+
+
+class FakeError(enum.IntEnum):
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+
+
+FAKE_CUDART = SimpleNamespace(cudaError_t=FakeError,
+                              cudaGetErrorString=lambda err: (FakeError.cudaSuccess, b"out of memory"))
+
+
+def test_cuda_call_unpacks_and_checks():
+    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess,)) is None
+    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess, 1234)) == 1234
+    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess, 1, 2)) == (1, 2)
+    with pytest.raises(CudaError, match="CUDA error 2: out of memory"):
+        cuda_call(FAKE_CUDART, (FakeError.cudaErrorMemoryAllocation, 0))
