@@ -1,0 +1,134 @@
+"""The training loop: exact resume, batch splitting, snapshots, the recipe's constants."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from creps.checkpoint import load_generator, save_checkpoint
+from creps.errors import CheckpointError
+from creps.train.distributed import Processes
+from creps.train.loop import Trainer, TrainError, lazy_adam, train
+from creps.train.snapshot import newest_snapshot
+
+CPU = Processes(rank=0, world=1, device=torch.device("cpu"))
+
+
+def run(opts, ada_p=None):
+    trainer = Trainer(opts, CPU)
+    if ada_p is not None and trainer.cur_nimg == 0:
+        trainer.ada.p = ada_p  # exercise the augmentations from the first step
+    return trainer.run(), trainer
+
+
+def tensors_of(path):
+    return load_file(str(path))
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_options, tmp_path):
+    # 18 steps of 4 images: G reg at steps 0, 4, ..., 16; D reg (R1) at steps 0 and 16.
+    whole, _ = run(tiny_options(outdir=str(tmp_path / "whole"), kimg=0.072, snap_kimg=0.032), ada_p=0.3)
+    part = tiny_options(outdir=str(tmp_path / "part"), kimg=0.032, snap_kimg=0.032)
+    run(part, ada_p=0.3)
+    resumed, trainer = run(tiny_options(outdir=str(tmp_path / "part"), kimg=0.072, snap_kimg=0.032, resume="auto"))
+    assert trainer.cur_nimg == 72 and trainer.batch_idx == 18
+    a, b = tensors_of(whole), tensors_of(resumed)
+    assert a.keys() == b.keys()
+    assert {k.split(".")[0] for k in a} == {"G_ema", "G", "D", "state"}
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+    lines = [json.loads(x) for x in (tmp_path / "part" / "stats.jsonl").read_text().splitlines()]
+    reference = [json.loads(x) for x in (tmp_path / "whole" / "stats.jsonl").read_text().splitlines()]
+    assert [x["kimg"] for x in lines] == [x["kimg"] for x in reference]
+    assert [x["Loss/G/loss"] for x in lines] == [x["Loss/G/loss"] for x in reference]
+    assert lines[-1]["Augment/p"] == reference[-1]["Augment/p"] > 0
+
+
+def test_rounds_give_the_same_step_as_one_round(tiny_options, tmp_path):
+    one, _ = run(tiny_options(outdir=str(tmp_path / "one"), batch=8, kimg=0.016, snap_kimg=1), ada_p=0.2)
+    two, _ = run(tiny_options(outdir=str(tmp_path / "two"), batch=8, batch_gpu=4, kimg=0.016, snap_kimg=1), ada_p=0.2)
+    a, b = tensors_of(one), tensors_of(two)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-4, rtol=1e-4), key
+
+
+def test_snapshot_is_a_generator_checkpoint(tiny_options):
+    opts = tiny_options(kimg=0.008)
+    path = train(opts)
+    assert path.name == "network-snapshot-000000.safetensors"
+    G = load_generator(path)
+    state = tensors_of(path)
+    for key, value in G.state_dict().items():
+        assert torch.equal(value, state[f"G_ema.{key}"])
+    assert G.cfg.channel_base == 2 * opts.cbase and G.cfg.channel_max == 2 * opts.cmax
+    assert G(torch.randn(2, opts.z_dim)).shape == (2, 3, 16, 16)
+    out = path.parent
+    assert (out / "reals.png").is_file() and (out / "fakes000000.png").is_file()
+    assert not list(out.glob(".*partial"))
+
+
+def test_ema_follows_g_with_ramp_up(tiny_options):
+    trainer = Trainer(tiny_options(), CPU)
+    trainer.step()  # cur_nimg was 0: ramp-up gives beta = 0, G_ema = G
+    for p_ema, p in zip(trainer.G_ema.parameters(), trainer.G.parameters()):
+        assert torch.equal(p_ema, p)
+    before = [p.clone() for p in trainer.G_ema.parameters()]
+    trainer.step()  # cur_nimg 4: ema_nimg = min(4*10/32*1000, 0.2) = 0.2 -> beta = 0.5 ** 20
+    beta = 0.5 ** (4 / 0.2)
+    for b, p_ema, p in zip(before, trainer.G_ema.parameters(), trainer.G.parameters()):
+        assert torch.allclose(p_ema, p + (b - p) * beta, atol=1e-7)
+
+
+def test_lazy_adam_adjustment():
+    opt = lazy_adam([torch.nn.Parameter(torch.zeros(1))], 0.002, 16)
+    group = opt.param_groups[0]
+    assert group["lr"] == pytest.approx(0.002 * 16 / 17)
+    assert group["betas"] == (0.0, pytest.approx(0.99 ** (16 / 17)))
+    assert group["eps"] == 1e-8
+
+
+def test_resume_refuses_other_networks(tiny_options):
+    train(tiny_options(kimg=0.004))
+    with pytest.raises(TrainError, match="do not match the options"):
+        Trainer(tiny_options(cmax=8, resume="auto"), CPU)
+
+
+def test_resume_refuses_a_plain_generator(tiny_options, tmp_path):
+    trainer = Trainer(tiny_options(), CPU)
+    plain = tmp_path / "g.safetensors"
+    save_checkpoint(plain, trainer.G_ema, trainer.gcfg)
+    with pytest.raises(CheckpointError, match="not a training snapshot"):
+        Trainer(tiny_options(resume=str(plain)), CPU)
+    with pytest.raises(TrainError, match="no such snapshot"):
+        Trainer(tiny_options(resume=str(tmp_path / "missing.safetensors")), CPU)
+
+
+def test_resume_auto_without_snapshot_starts_fresh_and_cleans_leftovers(tiny_options, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".network-snapshot-000000.safetensors.abc.partial").write_bytes(b"half")
+    (out / "network-snapshot-000007.safetensors").write_bytes(b"broken, not from us")
+    trainer = Trainer(tiny_options(resume="auto"), CPU)
+    assert trainer.cur_nimg == 0
+    assert not list(out.glob(".*partial"))
+    assert newest_snapshot(out) is None
+
+
+def test_stats_past_the_snapshot_are_dropped_on_resume(tiny_options, tmp_path):
+    train(tiny_options(kimg=0.008))
+    stats = tmp_path / "run" / "stats.jsonl"
+    kept = stats.read_text()
+    stats.write_text(kept + json.dumps({"kimg": 0.012, "Loss/G/loss": 1.0}) + "\n")
+    Trainer(tiny_options(resume="auto"), CPU)
+    assert stats.read_text() == kept
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"batch": 6, "batch_gpu": 4}, "does not divide"),
+    ({"batch": 6}, "multiple of the minibatch-stddev group"),
+    ({"resolution": 24}, "power of two"),
+])
+def test_bad_options(tiny_options, overrides, message):
+    with pytest.raises(TrainError, match=message):
+        train(tiny_options(**overrides))
