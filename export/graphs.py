@@ -100,7 +100,7 @@ def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cu
     }
     dynamic_shapes = {name: dynamic_shapes.get(name) for name in spec.inputs}
     # The exporter reports progress on stdout; our progress is the caller's tqdm bar.
-    with contextlib.redirect_stdout(io.StringIO()), stages.modulation(module, modulation):
+    with contextlib.redirect_stdout(io.StringIO()), stages.modulation(module, modulation), stages.gemm_layers(module):
         program = torch.onnx.export(
             module, example_inputs(G, stage), dynamo=True, opset_version=opset,
             input_names=list(spec.inputs), output_names=list(spec.outputs),
