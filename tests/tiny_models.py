@@ -31,7 +31,7 @@ def random_generator(cfg: GeneratorConfig = TINY, seed: int = 0, output_std: flo
                 tensor.add_(0.2 * torch.randn(tensor.shape, generator=gen))
         if output_std is not None:
             z = torch.randn(4, cfg.z_dim, generator=gen)
-            k = output_std / G(z, height=16, width=16).std().item()
+            k = output_std / G(z, height=16, width=16).std(dim=(1, 2, 3)).mean().item()  # per-image spread
             for prefix in IMAGE_OUTPUTS:
                 state[f"{prefix}.weight"].mul_(k)
                 state[f"{prefix}.bias"].mul_(k)
