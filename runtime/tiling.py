@@ -14,6 +14,7 @@ come on top.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from creps.errors import CrepsError
@@ -22,7 +23,7 @@ FLOAT = 4
 # Fastest measured on a 2-core AVX-512 CPU with ONNX Runtime (creps-bench): tiles that
 # keep a tile's activations near the caches, line chunks big enough for efficient GEMMs.
 DEFAULT_TILE = (128, 64)
-DEFAULT_LINES = 512
+DEFAULT_LINES = 256
 UNLIMITED = (1, 1 << 62)
 
 
@@ -104,15 +105,10 @@ def pixel_work_bytes(model: dict) -> int:
 
 def parse_memory(text: str) -> int:
     """'512M', '2G', '1.5G', '65536' -> bytes (K/M/G/T are powers of 1024). Raises ValueError."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
-    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in units else (cleaned, "")
-    try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise ValueError(f"memory {text!r} is not a size like 512M or 2G") from None
-    if not math.isfinite(value) or value < 1:
-        raise ValueError(f"memory {text!r} must be a positive size like 512M or 2G")
+    match = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    value = float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " ") if match else 0
+    if value < 1:
+        raise ValueError(f"memory {text!r} is not a positive size like 512M or 2G")
     return int(value)
 
 
@@ -138,11 +134,18 @@ def pick_tile(width, height, batch, model, tile, budget, limits: Limits) -> tupl
     return min(tile_w, limits.tile_width[1]), min(tile_h, limits.tile_height[1])
 
 
+def longest_part(n: int, parts: int) -> int:
+    """The longest slice of split(n, min(parts, n))."""
+    return math.ceil(n / min(parts, n))
+
+
 def plan_lines(width, height, max_lines, limits: Limits) -> list[LineChunk]:
     """Chunks of ys and xs, each call at most `max_lines` lines, both sides non-empty
     (a side that has run out repeats its first lines as padding, discarded after)."""
     calls = max(math.ceil((height + width) / max_lines), math.ceil(height / limits.line_height[1]),
                 math.ceil(width / limits.line_width[1]))
+    while longest_part(height, calls) + longest_part(width, calls) > max_lines:
+        calls += 1
     chunks = []
     ys_parts, xs_parts = split(height, min(calls, height)), split(width, min(calls, width))
     pad_ys = slice(0, min(height, max(1, limits.line_height[0])))

@@ -1,0 +1,93 @@
+"""creps-run: images of any size from a bundle, tiled, without PyTorch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from creps.cli import FIT, SEEDS, SIZE, WINDOW, entry_point
+from creps.errors import CrepsError
+from creps.images import seed_filename
+from creps.runtime.backends import BACKENDS
+from creps.runtime.generate import Runtime
+from creps.runtime.tiling import parse_memory
+
+log = logging.getLogger(__name__)
+
+
+class MemoryType(click.ParamType):
+    name = "BYTES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_memory(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+MEMORY = MemoryType()
+
+
+def output_paths(out: Path, seeds: list[int]) -> list[Path]:
+    """One seed: `out` is the PNG (or a folder to put seedNNNN.png in); several: `out` is a folder."""
+    if len(seeds) == 1 and not out.is_dir():
+        if out.suffix.lower() != ".png":
+            raise CrepsError(f"--out {out}: creps-run writes PNG; name the file *.png (or give a folder)")
+        folder, paths = out.parent, [out]
+    else:
+        if out.exists() and not out.is_dir():
+            raise CrepsError(f"--out {out}: several seeds need a folder, and this is a file")
+        folder, paths = out, [out / seed_filename(seed) for seed in seeds]
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise CrepsError(f"--out {out}: cannot write into {folder}")
+    return paths
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""
+\b
+Examples:
+  creps-run --size 2048x512 --out pano.png                 # the bundled default model
+  creps-run --bundle ffhq/ --seeds 0-7 --trunc 0.7 --out faces/
+  creps-run --bundle ffhq/ --size 8192x2048 --max-memory 512M --out big.png
+  creps-run --bundle ffhq/ --window 0.25,0.25,0.75,0.75 --size 1024x1024 --out zoom.png
+""")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder from creps-export (default: the bundled default model, exported once into "
+                   "the user cache; that first export needs PyTorch).")
+@click.option("--size", type=SIZE, default=None, help="Output WIDTHxHEIGHT (default: the training resolution).")
+@click.option("--seeds", type=SEEDS, default="0", show_default=True, help="Seeds, e.g. 0,3,5-8.")
+@click.option("--trunc", "psi", type=float, default=1.0, show_default=True, help="Truncation psi.")
+@click.option("--window", type=WINDOW, default=None, help="The plane's part to show, x0,y0,x1,y1 (zoom/pan).")
+@click.option("--fit", type=FIT, default="extend", show_default=True,
+              help="Non-square sizes without --window: extend the view or stretch it.")
+@click.option("--tile", type=SIZE, default=None, help="Pixel tile WxH (default: the fastest measured).")
+@click.option("--max-memory", type=MEMORY, default=None,
+              help="Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run of the graphs.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="PNG file for one seed; a folder of seedNNNN.png for several.")
+def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch, threads, out):
+    """Generate images of any size from a creps bundle (ONNX Runtime or TensorRT, no PyTorch).
+
+    The PNG is streamed band by band, so memory stays flat however large the image.
+    """
+    if bundle is None:
+        from creps.runtime.default import default_bundle
+
+        bundle = default_bundle()
+    runtime = Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads)
+    paths = output_paths(out, seeds)
+    runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
+    log.info("wrote %s", out)
+
+
+main = entry_point(cli)

@@ -1,0 +1,223 @@
+"""creps.runtime against the PyTorch model, tiled against untiled, and without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from creps import grid
+from creps.errors import BundleError, CrepsError
+from creps.runtime import Runtime
+from creps.runtime.backends import BackendUnavailable, OrtBackend, open_backend
+from creps.runtime.bundle import read_bundle
+from creps.runtime.tiling import PlanError
+
+PSI = 0.7
+# (width, height, window, fit): square, odd, non-square both ways, 1xN and Nx1, windows.
+CASES = [
+    (32, 32, None, "extend"),
+    (37, 21, None, "extend"),
+    (21, 45, None, "stretch"),
+    (1, 50, None, "extend"),
+    (50, 1, None, "extend"),
+    (40, 24, grid.Window(0.2, -0.3, 0.9, 0.4), "extend"),
+    (1, 1, grid.Window(0.5, 0.5, 0.5, 0.5), "extend"),
+]
+
+
+def torch_images(G, seeds, width, height, window=None, fit="extend", psi=PSI) -> np.ndarray:
+    import torch
+
+    z = torch.from_numpy(np.concatenate([grid.seed_to_z(s, G.z_dim) for s in seeds]))
+    with torch.no_grad():
+        return G(z, truncation_psi=psi, width=width, height=height, window=window, fit=fit).numpy()
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_bundle):
+    return Runtime(tiny_bundle, backend="ort-cpu", tile=(16, 8))
+
+
+@pytest.mark.parametrize("width,height,window,fit", CASES)
+def test_matches_pytorch(runtime, tiny_generator, width, height, window, fit):
+    seeds = [3, 11, 4]
+    got = runtime.generate(seeds, (width, height), PSI, window, fit, out="float", batch=2)  # batches of 2 and 1
+    want = torch_images(tiny_generator, seeds, width, height, window, fit)
+    assert got.shape == want.shape == (3, 3, height, width)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_default_size_and_uint8_conversion(runtime, tiny_generator):
+    got = runtime.generate(7)  # the training resolution, psi 1
+    assert got.shape == (1, 32, 32, 3) and got.dtype == np.uint8
+    want = grid.to_uint8(torch_images(tiny_generator, [7], 32, 32, psi=1.0))
+    differs = got != want
+    assert np.abs(got.astype(int) - want).max() <= 1 and differs.mean() < 1e-3
+
+
+@pytest.mark.parametrize("width,height", [(70, 45), (1, 33), (129, 1)])
+def test_tiled_equals_untiled(tiny_bundle, width, height):
+    whole = Runtime(tiny_bundle, backend="ort-cpu", tile=(width, height))
+    assert whole.plan((width, height)).tile == (width, height)
+    tiled = Runtime(tiny_bundle, backend="ort-cpu", tile=(7, 5))
+    plan = tiled.plan((width, height), max_lines=9)
+    assert len(plan.line_chunks) > 1 and len(plan.bands) * len(plan.columns) > 1
+    a = whole.generate([1, 2], (width, height), PSI, out="float", batch=2)
+    b = tiled.generate([1, 2], (width, height), PSI, out="float", batch=2)
+    assert np.abs(a - b).max() <= 1e-5
+    ua = whole.generate([1, 2], (width, height), PSI, batch=2)
+    ub = tiled.generate([1, 2], (width, height), PSI, batch=2)
+    assert np.abs(ua.astype(int) - ub).max() <= 1 and (ua != ub).mean() < 1e-3
+
+
+def test_small_memory_budget_gives_the_same_image(tiny_bundle, runtime):
+    roomy = runtime.generate(5, (60, 40), PSI, out="float")
+    tight = Runtime(tiny_bundle, backend="ort-cpu", max_memory=400_000)  # 300 KB of line features, 100 KB of work
+    plan = tight.plan((60, 40))
+    assert len(plan.bands) * len(plan.columns) > 1 and plan.estimated_bytes <= 400_000
+    assert np.abs(tight.generate(5, (60, 40), PSI, out="float") - roomy).max() <= 1e-5
+
+
+def test_save_streams_the_same_pixels(runtime, tmp_path):
+    seeds = [2, 9, 4]
+    paths = [tmp_path / f"{s}.png" for s in seeds]
+    runtime.save(paths, seeds, (45, 30), PSI, batch=2)
+    want = runtime.generate(seeds, (45, 30), PSI)
+    for path, image in zip(paths, want):
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temporaries left
+
+
+def test_failed_save_leaves_no_file(runtime, tmp_path, monkeypatch):
+    def broken(stage, feeds):
+        raise RuntimeError("backend died")
+
+    monkeypatch.setattr(runtime.backend, "run", broken)
+    with pytest.raises(RuntimeError):
+        runtime.save([tmp_path / "a.png"], 1, (20, 20))
+    assert list(tmp_path.iterdir()) == []
+
+
+class RangedBackend:
+    """ONNX Runtime with TensorRT-like profile ranges, recording the shapes it was given."""
+
+    name = "ranged"
+
+    def __init__(self, bundle, ranges):
+        self.inner = OrtBackend(bundle)
+        self.ranges = ranges
+        self.shapes = []
+
+    def run(self, stage, feeds):
+        for name, value in feeds.items():
+            for dim, (lo, hi) in enumerate(self.ranges.get((stage, name), [])):
+                assert lo <= value.shape[dim] <= hi, (stage, name, value.shape)
+        self.shapes.append((stage, {k: v.shape for k, v in feeds.items()}))
+        return self.inner.run(stage, feeds)
+
+    def shape_range(self, stage, input):
+        return self.ranges.get((stage, input))
+
+
+def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
+    B, R = 3, 8
+    ranges = {
+        ("mapping", "z"): [(1, 2), (32, 32)],
+        ("lines", "ys"): [(4, 16)], ("lines", "xs"): [(4, 24)],
+        ("pixels", "cols"): [(1, 2), (B, B), (32, 32), (4, 10), (R, R)],
+        ("pixels", "rows"): [(1, 2), (B, B), (32, 32), (4, 12), (R, R)],
+    }
+    backend = None
+
+    def ranged(bundle, name, threads):
+        nonlocal backend
+        backend = RangedBackend(bundle, ranges)
+        return backend
+
+    monkeypatch.setattr("creps.runtime.generate.open_backend", ranged)
+    limited = Runtime(tiny_bundle)
+    got = limited.generate([1, 2, 3], (50, 30), PSI, out="float", batch=2)
+    assert np.abs(got - runtime.generate([1, 2, 3], (50, 30), PSI, out="float")).max() <= 1e-5
+    assert any(stage == "pixels" for stage, _ in backend.shapes)
+    with pytest.raises(PlanError, match="batch 3"):
+        limited.generate([1, 2, 3], (50, 30), batch=3)
+    with pytest.raises(PlanError, match="outside the backend's range"):
+        limited.generate(1, (50, 3))
+
+
+def test_auto_backend_falls_back_to_cpu(tiny_bundle):
+    bundle = read_bundle(tiny_bundle)
+    backend = open_backend(bundle, "auto")
+    assert backend.name in ("ort-cpu", "ort-cuda", "tensorrt")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert backend.name == "ort-cpu"
+        with pytest.raises(BackendUnavailable, match="ort-cuda"):
+            open_backend(bundle, "ort-cuda")
+
+
+def test_tensorrt_unavailable_is_one_clear_error(tiny_bundle):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailable, match="tensorrt"):
+            open_backend(read_bundle(tiny_bundle), "tensorrt")
+    else:
+        pytest.skip("tensorrt is installed here; the TensorRT backend's own tests cover it")
+
+
+def test_unknown_backend_and_bad_requests(runtime, tiny_bundle):
+    with pytest.raises(CrepsError, match="unknown backend"):
+        open_backend(read_bundle(tiny_bundle), "vulkan")
+    for bad in [dict(size=(0, 5)), dict(size=(3, 2**21)), dict(seeds=[]), dict(seeds=[-1]), dict(seeds=2**32),
+                dict(batch=0), dict(psi=float("nan")), dict(fit="crop"), dict(out="jpeg")]:
+        with pytest.raises(CrepsError):
+            runtime.generate(**{"seeds": 1, "size": (8, 8), **bad})
+
+
+def test_bundle_problems_are_bundle_errors(tiny_bundle, tmp_path):
+    import shutil
+
+    with pytest.raises(BundleError, match="no such bundle"):
+        Runtime(tmp_path / "missing")
+    altered = tmp_path / "altered"
+    shutil.copytree(tiny_bundle, altered)
+    with open(altered / "pixels.onnx", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(BundleError, match="sha256"):
+        Runtime(altered)
+
+
+NO_TORCH = textwrap.dedent("""
+    import sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this test")
+
+    sys.meta_path.insert(0, NoTorch())
+    import creps.runtime
+    import creps.runtime.cli
+    runtime = creps.runtime.Runtime(sys.argv[1], backend="ort-cpu", tile=(8, 8))
+    image = runtime.generate([1, 2], (20, 12), 0.7, batch=2)
+    assert image.shape == (2, 12, 20, 3), image.shape
+    assert "torch" not in sys.modules
+    print("ok", int(image.sum()))
+""")
+
+
+def test_runtime_never_imports_torch(tiny_bundle, runtime):
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tiny_bundle)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    want = runtime.generate([1, 2], (20, 12), 0.7, batch=2)
+    assert done.stdout.split() == ["ok", str(int(want.sum()))]
