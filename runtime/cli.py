@@ -85,6 +85,7 @@ def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch,
 
         bundle = default_bundle()
     runtime = Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads)
+    runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
     paths = output_paths(out, seeds)
     runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
     log.info("wrote %s", out)

@@ -53,7 +53,8 @@ def limits_of(backend: Backend) -> Limits:
         return (max(e[0] for e in given), min(e[1] for e in given)) if given else Limits().batch
 
     return Limits(
-        batch=both(extent("mapping", "z", 0), extent("lines", "ws", 0), extent("pixels", "ws", 0)),
+        batch=both(extent("mapping", "z", 0), extent("lines", "ws", 0), extent("pixels", "ws", 0),
+                   extent("pixels", "cols", 0), extent("pixels", "rows", 0)),
         line_height=both(extent("lines", "ys", 0)),
         line_width=both(extent("lines", "xs", 0)),
         tile_height=both(extent("pixels", "cols", 3)),

@@ -131,6 +131,9 @@ def pick_tile(width, height, batch, model, tile, budget, limits: Limits) -> tupl
             raise PlanError(f"tile {tile_w}x{tile_h} needs more than the memory budget; use a smaller --tile")
         scale = math.sqrt(max_pixels / (tile_w * tile_h))
         tile_w, tile_h = max(1, int(tile_w * scale)), max(1, int(tile_h * scale))
+    if tile is not None:  # a requested tile must fit the backend; the default one shrinks to it
+        check_range("tile width", tile_w, limits.tile_width)
+        check_range("tile height", tile_h, limits.tile_height)
     return min(tile_w, limits.tile_width[1]), min(tile_h, limits.tile_height[1])
 
 
