@@ -27,12 +27,12 @@ def tensors_of(path):
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_options, tmp_path):
-    # 18 steps of 4 images: G reg at steps 0, 4, ..., 16; D reg (R1) at steps 0 and 16.
-    whole, _ = run(tiny_options(outdir=str(tmp_path / "whole"), kimg=0.072, snap_kimg=0.032), ada_p=0.3)
+    # 17 steps of 4 images: G reg at steps 0, 4, ..., 16; D reg (R1) at steps 0 and 16.
+    whole, _ = run(tiny_options(outdir=str(tmp_path / "whole"), kimg=0.068, snap_kimg=0.032), ada_p=0.3)
     part = tiny_options(outdir=str(tmp_path / "part"), kimg=0.032, snap_kimg=0.032)
     run(part, ada_p=0.3)
-    resumed, trainer = run(tiny_options(outdir=str(tmp_path / "part"), kimg=0.072, snap_kimg=0.032, resume="auto"))
-    assert trainer.cur_nimg == 72 and trainer.batch_idx == 18
+    resumed, trainer = run(tiny_options(outdir=str(tmp_path / "part"), kimg=0.068, snap_kimg=0.032, resume="auto"))
+    assert trainer.cur_nimg == 68 and trainer.batch_idx == 17
     a, b = tensors_of(whole), tensors_of(resumed)
     assert a.keys() == b.keys()
     assert {k.split(".")[0] for k in a} == {"G_ema", "G", "D", "state"}

@@ -1,0 +1,137 @@
+"""creps-train as users run it: one-line errors, a SIGKILL then --resume auto, torchrun with 2 processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from creps.cli import run_command
+from creps.train.cli import cli
+from creps.train.loop import TrainOptions, train
+from creps.train.snapshot import snapshot_nimg
+
+TINY = ["--resolution", "16", "--batch", "4", "--gamma", "1", "--cbase", "256", "--cmax", "16", "--map-depth", "2",
+        "--z-dim", "16", "--tick-kimg", "0.004", "--seed", "1"]
+
+
+def run_cli(monkeypatch, capsys, args):
+    monkeypatch.setattr(sys, "argv", ["creps-train", *args])
+    try:
+        run_command(cli)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def base_args(image_folder, tmp_path, outdir="run"):
+    return ["--data", str(image_folder), "--outdir", str(tmp_path / outdir), "--cache-dir", str(tmp_path / "cache"),
+            *TINY]
+
+
+def assert_one_line(code, err, message):
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_empty_data_folder(monkeypatch, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(monkeypatch, capsys, base_args(tmp_path / "empty", tmp_path) + ["--kimg", "0.004"])
+    assert_one_line(code, err, "no images found")
+
+
+def test_unreadable_images_only(monkeypatch, capsys, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"nope")
+    code, err = run_cli(monkeypatch, capsys, base_args(tmp_path / "bad", tmp_path) + ["--kimg", "0.004"])
+    assert_one_line(code, err, "none of the 1 image files could be read")
+
+
+def test_batch_not_divisible_by_processes(monkeypatch, capsys, image_folder, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun would set it; fails before joining a group
+    code, err = run_cli(monkeypatch, capsys, base_args(image_folder, tmp_path) + ["--batch", "5"])
+    assert_one_line(code, err, "--batch 5 is not divisible by the 2 processes")
+
+
+def test_outdir_not_writable(monkeypatch, capsys, image_folder, tmp_path):
+    (tmp_path / "file").write_text("a file where the outdir's parent should be")
+    code, err = run_cli(monkeypatch, capsys, base_args(image_folder, tmp_path, "file/run") + ["--kimg", "0.004"])
+    assert_one_line(code, err, "not writable")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_resume_from_incompatible_snapshot(monkeypatch, capsys, image_folder, tmp_path):
+    args = base_args(image_folder, tmp_path) + ["--kimg", "0.004"]
+    code, _ = run_cli(monkeypatch, capsys, args)
+    assert code == 0
+    code, err = run_cli(monkeypatch, capsys, args + ["--cmax", "8", "--resume", "auto"])
+    assert_one_line(code, err, "do not match the options")
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "creps.train", "--help"], capture_output=True, text=True, check=True)
+    assert "--resume" in out.stdout and "torchrun" in out.stdout
+
+
+def wait_for(predicate, timeout, proc):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def cli_options(args) -> TrainOptions:
+    """The TrainOptions the command builds from `args` (so in-process runs equal subprocess runs)."""
+    captured = {}
+    with mock.patch("creps.train.cli.train", lambda opts: captured.setdefault("opts", opts)):
+        cli.main(args, standalone_mode=False)
+    return captured["opts"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_auto_matches_uninterrupted(image_folder, tmp_path):
+    # 0.08 kimg = 20 steps; snapshots every 2 steps (all named ...000000, each replacing the last).
+    args = [*TINY, "--data", str(image_folder), "--cache-dir", str(tmp_path / "cache"), "--kimg", "0.08",
+            "--snap-kimg", "0.008"]
+    train(cli_options(args + ["--outdir", str(tmp_path / "whole")]))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "creps.train", *args, "--outdir", str(out)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "network-snapshot-000000.safetensors").exists(), 120, proc)
+    time.sleep(0.2)  # land somewhere in the middle of later steps or snapshot writes
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
+    snapshot = out / "network-snapshot-000000.safetensors"
+    before = load_file(str(snapshot))  # complete, whatever the moment
+    assert 0 < snapshot_nimg(snapshot) < 80
+    train(cli_options(args + ["--outdir", str(out), "--resume", "auto"]))
+    a = load_file(str(tmp_path / "whole" / "network-snapshot-000000.safetensors"))
+    b = load_file(str(out / "network-snapshot-000000.safetensors"))
+    assert before.keys() == a.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert not list(out.glob(".*partial"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(image_folder, tmp_path):
+    common = [*TINY, "--batch", "8", "--data", str(image_folder), "--cache-dir", str(tmp_path / "cache"),
+              "--kimg", "0.016", "--snap-kimg", "1"]
+    train(cli_options(common + ["--outdir", str(tmp_path / "one")]))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "creps.train", *common, "--outdir", str(tmp_path / "two")],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=240)
+    a = load_file(str(tmp_path / "one" / "network-snapshot-000000.safetensors"))
+    b = load_file(str(tmp_path / "two" / "network-snapshot-000000.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-4  # the same step, up to the order of the gradient sums
