@@ -68,26 +68,28 @@ class Runtime:
     `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt". `tile`: (width, height) of a
     pixel tile (default: the fastest measured, shrunk to `max_memory`). `max_memory`:
     bytes for line features and activations (see `creps.runtime.tiling`). `threads`:
-    CPU threads (default: all cores this process may use).
+    CPU threads (default: all cores this process may use). `line_chunk`: lines (ys + xs)
+    per run of the lines graph (default: the fastest measured, shrunk to `max_memory`).
     """
 
     def __init__(self, bundle_dir: str | os.PathLike, backend: str = "auto", tile: tuple[int, int] | None = None,
-                 max_memory: int | None = None, threads: int | None = None):
+                 max_memory: int | None = None, threads: int | None = None, line_chunk: int | None = None):
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.model = self.bundle.model
         self.backend: Backend = open_backend(self.bundle, backend, threads)
         self.limits = limits_of(self.backend)
         self.tile = tile
         self.max_memory = max_memory
+        self.line_chunk = line_chunk
         log.info("bundle %s on backend %s", self.bundle.path, self.backend.name)
 
-    def plan(self, size: tuple[int, int], batch: int = 1, max_lines: int | None = None) -> Plan:
+    def plan(self, size: tuple[int, int], batch: int = 1) -> Plan:
         width, height = size
         try:
             grid.check_size(width, height)
         except ValueError as exc:
             raise CrepsError(str(exc)) from None
-        return make_plan(self.model, width, height, batch, self.tile, self.max_memory, max_lines, self.limits)
+        return make_plan(self.model, width, height, batch, self.tile, self.max_memory, self.line_chunk, self.limits)
 
     def mapping(self, seeds: list[int], psi: float) -> np.ndarray:
         z = np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in seeds])  # (N, z_dim)

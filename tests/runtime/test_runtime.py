@@ -62,10 +62,10 @@ def test_default_size_and_uint8_conversion(runtime, tiny_generator):
 
 @pytest.mark.parametrize("width,height", [(70, 45), (1, 33), (129, 1)])
 def test_tiled_equals_untiled(tiny_bundle, width, height):
-    whole = Runtime(tiny_bundle, backend="ort-cpu", tile=(width, height))
-    assert whole.plan((width, height)).tile == (width, height)
-    tiled = Runtime(tiny_bundle, backend="ort-cpu", tile=(7, 5))
-    plan = tiled.plan((width, height), max_lines=9)
+    whole = Runtime(tiny_bundle, backend="ort-cpu", tile=(width, height), line_chunk=width + height)
+    assert whole.plan((width, height)).tile == (width, height) and len(whole.plan((width, height)).line_chunks) == 1
+    tiled = Runtime(tiny_bundle, backend="ort-cpu", tile=(7, 5), line_chunk=9)
+    plan = tiled.plan((width, height))
     assert len(plan.line_chunks) > 1 and len(plan.bands) * len(plan.columns) > 1
     a = whole.generate([1, 2], (width, height), PSI, out="float", batch=2)
     b = tiled.generate([1, 2], (width, height), PSI, out="float", batch=2)
