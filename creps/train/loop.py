@@ -36,6 +36,7 @@ from creps.train.data import load_images, prepare_dataset
 from creps.train.discriminator import Discriminator, DiscriminatorConfig
 from creps.train.distributed import Processes, reduce_gradients, start, world_size
 from creps.train.loss import discriminator_loss, generator_loss, path_lengths, r1_penalty
+from creps.train.record import sample_grid, tile_grid
 from creps.train.snapshot import (
     load_optimizer, newest_snapshot, prefixed, read_snapshot, remove_partial_files, save_snapshot, snapshot_name)
 from creps.train.stats import StatsLog
@@ -349,18 +350,6 @@ class Trainer:
         self.stats.truncate(self.cur_nimg / 1000)
         log.info("resumed from %s at %.3f kimg", path, self.cur_nimg / 1000)
 
-    def save_grid(self, path: Path, images: torch.Tensor) -> None:
-        """(GRID_ROWS*GRID_COLS, 3, R, R) in [-1, 1] -> one PNG."""
-        R = images.shape[-1]
-        tiles = grid.to_uint8(images.cpu().numpy())  # (n, R, R, 3)
-        tiles = tiles.reshape(GRID_ROWS, GRID_COLS, R, R, 3).transpose(0, 2, 1, 3, 4)
-        save_image(np.ascontiguousarray(tiles.reshape(GRID_ROWS * R, GRID_COLS * R, 3)), path)
-
-    def sample_grid(self) -> torch.Tensor:
-        z = np.concatenate([grid.seed_to_z(s, self.gcfg.z_dim) for s in range(GRID_ROWS * GRID_COLS)])
-        with torch.no_grad():
-            return torch.cat([self.G_ema(torch.from_numpy(zz).to(self.device)) for zz in np.split(z, GRID_ROWS)])
-
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> Path | None:
         opts = self.opts
@@ -371,7 +360,8 @@ class Trainer:
         if self.procs.is_main and self.cur_nimg == 0:
             n = GRID_ROWS * GRID_COLS
             self.real_idx, self.real_flip = torch.linspace(0, len(self.images) - 1, n).long(), None  # a spread
-            self.save_grid(self.outdir / "reals.png", self.real_images(slice(0, n)))
+            reals = grid.to_uint8(self.real_images(slice(0, n)).cpu().numpy())  # (n, R, R, 3)
+            save_image(tile_grid(reals, GRID_ROWS, GRID_COLS), self.outdir / "reals.png")
         last = None
         bar = tqdm(total=total, initial=min(self.cur_nimg, total), unit="img", desc="training",
                    disable=not self.procs.is_main)
@@ -392,11 +382,11 @@ class Trainer:
         return last
 
     def snapshot(self, fid, extra: dict) -> Path | None:
-        samples = self.sample_grid() if self.procs.is_main else None
         path = None
         if self.procs.is_main:
             path = self.save()
-            self.save_grid(self.outdir / f"fakes{self.cur_nimg // 1000:06d}.png", samples)
+            samples = sample_grid(self.G_ema, GRID_ROWS, GRID_COLS, self.device)
+            save_image(samples, self.outdir / f"fakes{self.cur_nimg // 1000:06d}.png")
             log.info("snapshot %s", path)
             if fid is not None:
                 extra["Metrics/fid"] = fid(self.G_ema)
