@@ -71,42 +71,67 @@ def with_movement_nodes(model: onnx.ModelProto, fp16_compute: set[str]) -> set[s
     return fp16_nodes
 
 
-def _round_trip(src: str, dst: str, tag: str) -> list[onnx.NodeProto]:
-    half = f"{dst}__fp16"
-    return [helper.make_node("Cast", [src], [half], name=f"{tag}__to_fp16", to=FLOAT16),
-            helper.make_node("Cast", [half], [dst], name=f"{tag}__to_fp32", to=FLOAT)]
+def _round_trip(src: str, dst: str, tag: str, switch: str | None = None) -> list[onnx.NodeProto]:
+    """Nodes computing dst = float32(float16(src)); with `switch`, dst = switch ? rounded : src."""
+    half, back = f"{dst}__fp16", (f"{dst}__round" if switch else dst)
+    nodes = [helper.make_node("Cast", [src], [half], name=f"{tag}__to_fp16", to=FLOAT16),
+             helper.make_node("Cast", [half], [back], name=f"{tag}__to_fp32", to=FLOAT)]
+    if switch:
+        nodes.append(helper.make_node("Where", [switch, back, src], [dst], name=f"{tag}__switch"))
+    return nodes
 
 
-def with_fp16_rounding(model: onnx.ModelProto, fp16_nodes: set[str]) -> onnx.ModelProto:
-    """A copy of `model` where the float tensors read or written by `fp16_nodes` are FP16-rounded."""
+def switch_name(index: int) -> str:
+    return f"fp16_switch_{index}"
+
+
+def with_fp16_rounding(model: onnx.ModelProto, fp16_nodes: set[str] | list[str],
+                       switchable: bool = False) -> onnx.ModelProto:
+    """A copy of `model` where the float tensors read or written by `fp16_nodes` are FP16-rounded.
+
+    With `switchable`, node number k of `fp16_nodes` (in the given order) rounds only when
+    the boolean scalar input `switch_name(k)` is true, so one session serves every choice
+    of FP16 nodes (Where picks the exact or the rounded value: no arithmetic on either).
+    """
+    order = list(fp16_nodes)
+    index = {name: k for k, name in enumerate(order)}
     floats = float_tensors(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    rounded: dict[str, str] = {}  # float32 tensor -> its rounded copy, made once
+    rounded: dict[str, str] = {}  # float32 tensor -> its rounded copy (shared unless switchable)
     produced_fp16: set[str] = set()
     nodes = []
     for node in model.graph.node:
-        if node.name not in fp16_nodes:
+        if node.name not in index:
             nodes.append(node)
             continue
+        switch = switch_name(index[node.name]) if switchable else None
         node = onnx.NodeProto.FromString(node.SerializeToString())
         for i, name in enumerate(node.input):
-            if name in floats and name not in produced_fp16:
-                if name not in rounded:
-                    rounded[name] = f"{name}__rounded"
-                    nodes += _round_trip(name, rounded[name], f"{name}__in")
-                node.input[i] = rounded[name]
+            if name in floats and (switchable or name not in produced_fp16):
+                key = f"{name}__k{index[node.name]}" if switchable else name
+                if key not in rounded:
+                    rounded[key] = f"{key}__rounded"
+                    nodes += _round_trip(name, rounded[key], f"{key}__in", switch)
+                node.input[i] = rounded[key]
         casts = []
         for i, name in enumerate(node.output):
             if name in floats:
                 node.output[i] = f"{name}__exact"
-                casts += _round_trip(node.output[i], name, f"{name}__out")
+                casts += _round_trip(node.output[i], name, f"{name}__out", switch)
                 produced_fp16.add(name)
         nodes += [node, *casts]
     del graph.node[:]
     graph.node.extend(nodes)
+    if switchable:
+        graph.input.extend(helper.make_tensor_value_info(switch_name(k), TensorProto.BOOL, []) for k in range(len(order)))
     return out
+
+
+def switches(count: int, on: set[int]) -> dict[str, np.ndarray]:
+    """Feeds for a switchable graph: node k rounds when k is in `on`."""
+    return {switch_name(k): np.array(k in on) for k in range(count)}
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

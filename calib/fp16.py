@@ -9,9 +9,12 @@ stays FP32 when one of these holds (the reason is recorded per node):
   demodulation sum of squares is the classic FP16 overflow.
 - `range`: its largest |value| over the sample jobs exceeds FP16_MAX / RANGE_HEADROOM,
   leaving 16x headroom for trained checkpoints whose activations run larger than ours.
+- `phase`: it computes the argument of a Sin/Cos from the coordinates (or is the Sin):
+  phases reach hundreds of radians (|2 pi t f| with bandwidth-10 frequencies and t up to
+  2.5 on a panorama), where FP16 values are 0.25-0.5 rad apart. This holds for any
+  weights, so it is a rule, not a measurement (a random-weight model can hide it).
 - `error`: rounding this node alone to FP16 moves the image by more than SOLO_ERROR_LIMIT
-  (a tenth of the 1e-2 bar), e.g. the Fourier phases, whose magnitude (hundreds on a
-  panorama) leaves FP16 a spacing of 0.25 rad.
+  (a tenth of the 1e-2 bar).
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ def _ranges(runner: StageRunner, models, candidates, jobs, probe) -> dict[tuple[
 
 
 def _solo_errors(runner: StageRunner, models, candidates, jobs, probe) -> dict[tuple[str, str], float]:
-    """Image max abs error when only one node rounds to FP16, worst over the jobs."""
+    """Image max abs error when only one node rounds to FP16, worst over the jobs.
+
+    One switchable session per stage; each run turns on one node's rounding.
+    """
     inputs = []
     for job in jobs:
         ws = runner.ws(job)
@@ -97,19 +103,34 @@ def _solo_errors(runner: StageRunner, models, candidates, jobs, probe) -> dict[t
     total = sum(len(v) for v in candidates.values())
     with tqdm(total=total, desc="fp16 solo errors", unit="node", leave=False) as bar:
         for stage, nodes in candidates.items():
-            for node in nodes:
-                sess = emulate.session(emulate.with_fp16_rounding(models[stage], {node.name}))
+            names = [n.name for n in nodes]
+            sess = emulate.session(emulate.with_fp16_rounding(models[stage], names, switchable=True))
+            for k, name in enumerate(names):
+                flags = emulate.switches(len(names), {k})
                 worst_err = 0.0
                 for ws, ys, xs, cols, rows, ref in inputs:
                     if stage == "lines":
-                        c, r = sess.run(["cols", "rows"], {"ws": ws, "ys": ys, "xs": xs})
+                        c, r = sess.run(["cols", "rows"], {"ws": ws, "ys": ys, "xs": xs, **flags})
                         img = runner.pixels(ws, c, r)
                     else:
-                        img = sess.run(["img"], {"ws": ws, "cols": cols, "rows": rows})[0]
+                        img = sess.run(["img"], {"ws": ws, "cols": cols, "rows": rows, **flags})[0]
                     worst_err = max(worst_err, emulate.max_abs(img - ref))
-                errors[stage, node.name] = worst_err
+                errors[stage, name] = worst_err
                 bar.update()
     return errors
+
+
+def phase_nodes(model: onnx.ModelProto, candidates: set[str]) -> set[str]:
+    """Candidate nodes on a path into a Sin/Cos (the periodic functions and their arguments)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found, todo = set(), [n for n in model.graph.node if n.op_type in ("Sin", "Cos") and n.name in candidates]
+    while todo:
+        node = todo.pop()
+        if node.name in found or node.name not in candidates:
+            continue
+        found.add(node.name)
+        todo += [producers[i] for i in node.input if i in producers]
+    return found
 
 
 def analyse(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_JOBS,
@@ -123,10 +144,13 @@ def analyse(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_
     solo = _solo_errors(runner, models, candidates, jobs, probe)
     stats, fp32 = [], {s: [] for s in FP16_STAGES}
     for stage in FP16_STAGES:
+        phases = phase_nodes(models[stage], spatial[stage])
         for node in candidates[stage]:
             value = max(ranges.get((stage, o), 0.0) for o in node.output)
             stat = NodeStat(stage, node.name, node.op_type, value, solo[stage, node.name])
-            if value > emulate.FP16_MAX / RANGE_HEADROOM:
+            if node.name in phases:
+                stat.fp32_reason = "phase"
+            elif value > emulate.FP16_MAX / RANGE_HEADROOM:
                 stat.fp32_reason = "range"
             elif stat.solo_error > SOLO_ERROR_LIMIT:
                 stat.fp32_reason = "error"

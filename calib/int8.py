@@ -4,8 +4,8 @@ Tool: ONNX Runtime's `quantize_static` in QDQ format (kept with ONNX Runtime, al
 dependency; NVIDIA ModelOpt's ONNX quantizer needs onnxruntime-gpu/cupy extras that do
 not install on a CPU-only machine). Settings are TensorRT's explicit-quantization rules:
 int8 with zero point 0 (symmetric activations and weights), per-tensor scales for
-activations, per-channel scales only on constant weights. Only MatMul inputs are
-quantized (the layers that carry the cost); everything else stays float.
+activations, per-channel scales only on constant weights. Only MatMul/Gemm layers are
+quantized (they carry the cost); everything else stays float.
 
 The graphs must be in the `activation` modulation form, ((x * s) @ W.T) * d, so that W is
 a constant initializer with per-channel scales; in the `folded` form the weight is
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 INT8_STAGES = ("lines", "pixels")
 CALIBRATION_PROBE = 48  # rows and columns per job fed to the calibrator
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+QUANTIZED_OPS = ("MatMul", "Gemm")  # the layers that carry the cost
 
 
 class QdqError(CrepsError):
@@ -65,14 +66,16 @@ def quantize(model: onnx.ModelProto, feeds: list[dict], exclude: list[str] = ())
     """The Q/DQ version of one stage graph, calibrated (min-max) on `feeds`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    # QuantizeBias off: ONNX Runtime would store biases as int32 with int32 zero points,
+    # which is not a TensorRT Q/DQ pattern (check_qdq refuses it); biases stay float.
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, src)
         quantize_static(
-            str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+            str(src), str(dst), _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude),
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
         )
         quantized = onnx.load(dst)
     check_qdq(quantized)
@@ -84,6 +87,11 @@ def qdq_violations(model: onnx.ModelProto) -> list[str]:
     constants = {t.name: t for t in model.graph.initializer}
     constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
                       if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    # Values computed from constants only (e.g. Q(W) -> DQ) are constant weights too.
+    folded = set(constants)
+    for node in model.graph.node:
+        if all(not i or i in folded for i in node.input):
+            folded.update(node.output)
     problems = []
     for node in model.graph.node:
         if node.op_type not in QDQ_OPS:
@@ -104,7 +112,7 @@ def qdq_violations(model: onnx.ModelProto) -> list[str]:
                 if np.any(numpy_helper.to_array(zp) != 0):
                     problems.append(f"{node.name}: non-zero zero point (asymmetric)")
         per_channel = numpy_helper.to_array(constants[scale]).size > 1
-        if per_channel and data not in constants:
+        if per_channel and data not in folded:
             problems.append(f"{node.name}: per-channel scales on {data}, which is not a constant weight")
     return problems
 
@@ -117,15 +125,20 @@ def check_qdq(model: onnx.ModelProto) -> None:
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict:
-    """Counts of quantized MatMuls and of per-channel / per-tensor Q/DQ nodes."""
+    """Q/DQ node count; MatMul/Gemm layers, those in int8 (both inputs dequantized), and
+    among those the ones with a constant weight (per-channel scales) and the products of
+    two activations (per-tensor, like the pixel stage's rank-R outer product)."""
     constants = {t.name: numpy_helper.to_array(t).size for t in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in QDQ_OPS]
-    per_channel = sum(1 for n in nodes if constants.get(n.input[1], 1) > 1)
-    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
-    producers = {o: n.op_type for n in model.graph.node for o in n.output}
-    quantized = sum(1 for n in matmuls if all(producers.get(i) == "DequantizeLinear" for i in n.input))
-    return {"qdq_nodes": len(nodes), "per_channel": per_channel, "per_tensor": len(nodes) - per_channel,
-            "matmuls": len(matmuls), "matmuls_int8": quantized}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    layers = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    int8_layers = [n for n in layers if all(i in producers and producers[i].op_type == "DequantizeLinear"
+                                            for i in n.input[:2])]
+    weights = [n for n in int8_layers if producers[n.input[1]].input[0] in constants]
+    per_channel = [n for n in weights if constants.get(producers[n.input[1]].input[1], 1) > 1]
+    return {"qdq_nodes": sum(1 for n in model.graph.node if n.op_type in QDQ_OPS), "layers": len(layers),
+            "int8_layers": len(int8_layers), "int8_constant_weight_layers": len(weights),
+            "int8_per_channel_weight_layers": len(per_channel),
+            "int8_activation_products": len(int8_layers) - len(weights)}
 
 
 def style_path_nodes(model: onnx.ModelProto, stage: str) -> list[str]:
