@@ -100,10 +100,17 @@ def modulation(module: nn.Module, form: str):
         raise ValueError(f"modulation form {form!r} is not one of {', '.join(MODULATION_FORMS)}")
     layers = [m for m in module.modules() if isinstance(m, ModulatedLayer) and "forward" not in vars(m)]
     layers = layers if form == "folded" else []  # the model's own forward is the activation form
-    for layer in layers:
-        layer.forward = functools.partial(folded_forward, layer)
-    try:
+    with patched(layers, folded_forward):
         yield module
+
+
+@contextlib.contextmanager
+def patched(layers: list[nn.Module], forward):
+    """Run each of `layers` as `forward(layer, ...)` instead of its own forward, inside the block."""
+    for layer in layers:
+        layer.forward = functools.partial(forward, layer)
+    try:
+        yield
     finally:
         for layer in layers:
             del layer.forward
@@ -126,11 +133,5 @@ def gemm_forward(layer: FullyConnectedLayer, x):  # x (..., in) -> (..., out)
 @contextlib.contextmanager
 def gemm_layers(module: nn.Module):
     """Run every FullyConnectedLayer in `module` as `gemm_forward` (the pixel decoders above all)."""
-    layers = [m for m in module.modules() if isinstance(m, FullyConnectedLayer)]
-    for layer in layers:
-        layer.forward = functools.partial(gemm_forward, layer)
-    try:
+    with patched([m for m in module.modules() if isinstance(m, FullyConnectedLayer)], gemm_forward):
         yield module
-    finally:
-        for layer in layers:
-            del layer.forward
