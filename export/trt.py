@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from creps.errors import CrepsError
-from creps.export.trt_plan import BuildPlan, StageBuild
+from creps.export.trt_plan import DEFAULT_WORKSPACE, BuildPlan, StageBuild, build_plan
 from creps.files import atomic_path
 from creps.runtime.bundle import file_entry, read_bundle, write_manifest
 from creps.runtime.trt import BackendUnavailable, current_device, load_cudart
@@ -119,3 +119,36 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
     manifest = {**bundle.manifest, "engines": {**bundle.engines, **entries}}
     write_manifest(bundle.path, manifest)
     return entries
+
+
+def precision_and_engines(bundle_dir, *, fp16: bool, int8: bool, trt: bool, load_G=None, sizes=None, batch: int = 1,
+                          tile=None, max_memory=None, workspace: int = DEFAULT_WORKSPACE, timing_cache=None,
+                          version_compatible: bool = False, hardware: str = "none", dry_run: bool = False,
+                          echo=log.info) -> None:
+    """What `creps-export --fp16/--int8/--trt` does to a bundle, in order.
+
+    FP16 / INT8 graphs are made (creps.calib) unless the bundle has them; `load_G()` gives
+    the generator, needed by INT8 for folded graphs. With `trt`, one engine per stage is
+    built from the graphs of the chosen precision (int8 over fp16 over fp32). `dry_run`
+    prints the build plan and touches nothing (no TensorRT needed).
+    """
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    manifest = read_bundle(bundle_dir, verify_hashes=False).manifest
+    if dry_run:
+        plan = build_plan(manifest, precision, sizes, batch, max_memory, tile, workspace=workspace, strict=False)
+        for line in plan.describe():
+            echo(line)
+        return
+    missing = [p for p, wanted in (("fp16", fp16), ("int8", int8))
+               if wanted and not all(f"{s}.{p}" in manifest["graphs"] for s in ("lines", "pixels"))]
+    if missing:
+        from creps.calib import calibrate_bundle
+
+        G = load_G() if "int8" in missing and load_G else None
+        calibrate_bundle(bundle_dir, "fp16" in missing, "int8" in missing, G)
+        echo(f"wrote {' and '.join(missing)} graphs into {bundle_dir}")
+    if trt:
+        plan = build_plan(read_bundle(bundle_dir).manifest, precision, sizes, batch, max_memory, tile,
+                          workspace=workspace)
+        entries = build_engines(bundle_dir, plan, timing_cache, version_compatible, hardware, progress=True)
+        echo(f"built {', '.join(e['file'] for e in entries.values())} ({precision}) into {bundle_dir}")

@@ -163,12 +163,13 @@ def activation_bytes(model: dict, stage: str, profile: dict[str, ShapeRange], pr
     return int(n * pixels * pixel_work_bytes(model) * scale)
 
 
-def stage_graph(graphs: dict, stage: str, precision: str) -> tuple[str, str]:
+def stage_graph(graphs: dict, stage: str, precision: str, strict: bool = True) -> tuple[str, str]:
     """(graph key, precision) for a stage: the mapping network is always FP32 (it costs
-    nothing and every pixel depends on it); lines and pixels use the requested precision."""
+    nothing and every pixel depends on it); lines and pixels use the requested precision.
+    Not `strict` (a dry run before creps-calib): the key even if the graph is not there yet."""
     want = "fp32" if stage == "mapping" else precision
     key = stage if want == "fp32" else f"{stage}.{want}"
-    if key not in graphs:
+    if strict and key not in graphs:
         hint = "creps-calib --fp16" if want == "fp16" else "creps-calib --int8"
         raise BuildPlanError(f"the bundle has no {key} graph for a {precision} build; make it first ({hint})")
     return key, want
@@ -190,7 +191,7 @@ def _plan(model: dict, width: int, height: int, batch: int, tile, max_memory, ma
 
 def build_plan(manifest: dict, precision: str = "fp32", sizes: list[tuple[int, int]] | None = None,
                batch: int = 1, max_memory: int | None = None, tile: tuple[int, int] | None = None,
-               max_lines: int = GPU_LINES, workspace: int = DEFAULT_WORKSPACE) -> BuildPlan:
+               max_lines: int = GPU_LINES, workspace: int = DEFAULT_WORKSPACE, strict: bool = True) -> BuildPlan:
     """Plan one engine per stage for images of `sizes` (default: the training resolution)."""
     if precision not in ELEMENT_BYTES:
         raise BuildPlanError(f"precision {precision!r} is not one of {', '.join(ELEMENT_BYTES)}")
@@ -202,7 +203,7 @@ def build_plan(manifest: dict, precision: str = "fp32", sizes: list[tuple[int, i
     stage_profiles = profiles(model, plans, batch)
     builds = []
     for stage in STAGES:
-        key, stage_precision = stage_graph(manifest["graphs"], stage, precision)
+        key, stage_precision = stage_graph(manifest["graphs"], stage, precision, strict)
         profile = stage_profiles[stage]
         builds.append(StageBuild(stage, key, stage_precision, profile,
                                  activation_bytes(model, stage, profile, stage_precision),
