@@ -191,12 +191,19 @@ class _StageEngine:
             if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
                 raise BackendUnavailable(f"tensorrt: {path}: tensor {name} is not float32; "
                                          + REBUILD.format(path=bundle.path))
-        self.ranges = {n: [tuple(d) for d in self.engine.get_tensor_profile_shape(n, 0)] for n in self.inputs}
+        self.ranges = {n: self._profile(n) for n in self.inputs}
         for name in self.inputs:  # the largest call, to size the output buffers
             self.context.set_input_shape(name, self.ranges[name][2])
         max_shapes = {n: tuple(self.ranges[n][2]) for n in self.inputs}
         max_shapes |= {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
         self.slots = [_Slot(cudart, {n: 4 * int(np.prod(s)) for n, s in max_shapes.items()}) for _ in range(SLOTS)]
+
+    def _profile(self, name: str) -> list[tuple[int, ...]]:
+        """(min, opt, max) shapes of an input in profile 0; a static input (psi) is its shape."""
+        shape = tuple(self.engine.get_tensor_shape(name))
+        if all(d >= 0 for d in shape):
+            return [shape, shape, shape]
+        return [tuple(d) for d in self.engine.get_tensor_profile_shape(name, 0)]
 
     def shape_range(self, name: str) -> list[tuple[int, int]]:
         low, _, high = self.ranges[name]
