@@ -6,20 +6,9 @@ from pathlib import Path
 
 import click
 
-import creps
 from creps.cli import entry_point
-from creps.errors import CheckpointError
 from creps.export.graphs import MIN_OPSET
-
-DEFAULT_NETWORK = Path(creps.__file__).parent / "data" / "default" / "network.safetensors"
-
-
-def resolve_network(network: Path | None) -> Path:
-    if network is not None:
-        return network
-    if DEFAULT_NETWORK.is_file():
-        return DEFAULT_NETWORK
-    raise CheckpointError(f"no --network given and no bundled default model at {DEFAULT_NETWORK}")
+from creps.generate import resolve_network
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,22 @@ SPECS = {
 }
 
 
+@contextlib.contextmanager
+def quiet_exporter():
+    """Hide the exporter's chatter: progress on stdout (ours is the caller's tqdm bar), notes about
+    unrelated op registries (torchvision) and deprecation warnings meant for torch developers."""
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
+            yield
+    finally:
+        registry_log.setLevel(level)
+
+
 def stage_module(G: Generator, stage: str, truncation_cutoff: int | None) -> torch.nn.Module:
     if stage == "mapping":
         return stages.MappingStage(G, truncation_cutoff)
@@ -99,8 +116,7 @@ def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cu
         for name, axes in spec.dynamic_axes.items()
     }
     dynamic_shapes = {name: dynamic_shapes.get(name) for name in spec.inputs}
-    # The exporter reports progress on stdout; our progress is the caller's tqdm bar.
-    with contextlib.redirect_stdout(io.StringIO()), stages.modulation(module, modulation), stages.gemm_layers(module):
+    with quiet_exporter(), stages.modulation(module, modulation), stages.gemm_layers(module):
         program = torch.onnx.export(
             module, example_inputs(G, stage), dynamo=True, opset_version=opset,
             input_names=list(spec.inputs), output_names=list(spec.outputs),

@@ -16,7 +16,7 @@ from creps.errors import ExportError
 from creps.export import export_bundle, verify, writer
 from creps.runtime.bundle import FORMAT_VERSION, read_bundle, sha256_file
 
-from conftest import CONFIG, copy_stage_from
+from export_support import CONFIG, copy_stage_from
 
 
 def test_manifest_describes_model_graphs_and_source(bundle, checkpoint):
@@ -59,7 +59,7 @@ def test_verification_catches_a_model_that_differs(generator, bundle):
     other = copy.deepcopy(generator)
     with torch.no_grad():
         other.synthesis.decoder_img.bias.add_(1e-3)
-    with pytest.raises(ExportError, match=r"parity check failed: img differs .* at square 64x64"):
+    with pytest.raises(ExportError, match=r"parity check failed: img differs .* at square 48x48"):
         verify.verify_bundle(other, bundle)
     assert verify.verify_bundle(generator, bundle)["max_abs_error"] <= verify.TOLERANCE
 

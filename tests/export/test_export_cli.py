@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
+from creps import generate
 from creps.export import cli, writer
 from creps.runtime.bundle import read_bundle, sha256_file
 
-from conftest import copy_stage_from
+from export_support import copy_stage_from
 
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -74,14 +75,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(checkpoint, tmp_path, monkeypa
 
 
 def test_default_network_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "DEFAULT_NETWORK", tmp_path / "network.safetensors")
+    monkeypatch.setattr(generate, "DEFAULT_NETWORK", tmp_path / "network.safetensors")
     code, _, err = run(monkeypatch, capsys, "--out", tmp_path / "b", "--onnx")
-    assert code == 1 and "no --network given and no bundled default model" in err
+    assert code == 1 and "no --network given and no default model is bundled" in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_default_network_is_used_when_present(checkpoint, bundle, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "DEFAULT_NETWORK", checkpoint)
+    monkeypatch.setattr(generate, "DEFAULT_NETWORK", checkpoint)
     monkeypatch.setattr(writer, "export_stage", copy_stage_from(bundle))
     code, _, err = run(monkeypatch, capsys, "--out", tmp_path / "b", "--onnx", "--no-verify")
     assert code == 0, err

@@ -17,7 +17,7 @@ from creps import grid
 from creps.export import graphs, stages
 from creps.runtime.bundle import read_bundle
 
-from conftest import CONFIG
+from export_support import CONFIG
 
 N_BLOCKS, R, C = CONFIG.num_blocks, CONFIG.rank, CONFIG.biline_channels
 EXPECTED_IO = {
