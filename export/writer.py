@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 PRECISION = "fp32"
 # Modulated-layer form per graph, by ONNX Runtime CPU timing at the published 256 config
-# (benchmarks/export.py): folding s and d into a per-sample weight wins in both stages.
+# (benchmarks/export.py; batch 1): folding s and d into a per-sample weight was faster for the
+# line stage (512x512: 2.3 s vs 3.5 s) and 128 px pixel tiles on a quiet machine; under heavy
+# load the two forms come out within noise. Re-measure on a quiet machine before changing this.
 MODULATION = {"mapping": None, "lines": "folded", "pixels": "folded", "generator": "folded"}
 
 
