@@ -4,7 +4,8 @@ Per batch of seeds: `mapping` once, `lines` in chunks of the coordinate vectors 
 features of all H + W lines are kept: B·32·R floats per line), then `pixels` tile by
 tile, band by band, each tile written straight into the output: an array
 (`generate`) or PNG files streamed band by band (`save`), so memory stays flat as the
-image grows.
+image grows. Chunks and tiles run as many at once as the backend allows
+(`Backend.parallel`: one per core on ONNX Runtime CPU).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,21 +65,39 @@ def limits_of(backend: Backend) -> Limits:
     )
 
 
+def in_order(run, items, workers: int) -> Iterator:
+    """run(item) for every item, up to `workers` at once on a thread pool; results in order.
+
+    At most 2·workers results wait, so the consumer (writing tiles out) bounds memory.
+    """
+    if workers == 1:
+        yield from map(run, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(run, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 class Runtime:
     """A loaded bundle and a backend.
 
-    `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt". `tile`: (width, height) of a
+    `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt", or a `Backend` object. `tile`: (width, height) of a
     pixel tile (default: the fastest measured, shrunk to `max_memory`). `max_memory`:
     bytes for line features and activations (see `creps.runtime.tiling`). `threads`:
     CPU threads (default: all cores this process may use). `line_chunk`: lines (ys + xs)
     per run of the lines graph (default: the fastest measured, shrunk to `max_memory`).
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike, backend: str = "auto", tile: tuple[int, int] | None = None,
+    def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto", tile: tuple[int, int] | None = None,
                  max_memory: int | None = None, threads: int | None = None, line_chunk: int | None = None):
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.model = self.bundle.model
-        self.backend: Backend = open_backend(self.bundle, backend, threads)
+        self.backend: Backend = open_backend(self.bundle, backend, threads) if isinstance(backend, str) else backend
         self.limits = limits_of(self.backend)
         self.tile = tile
         self.max_memory = max_memory
@@ -89,7 +110,9 @@ class Runtime:
             grid.check_size(width, height)
         except ValueError as exc:
             raise CrepsError(str(exc)) from None
-        return make_plan(self.model, width, height, batch, self.tile, self.max_memory, self.line_chunk, self.limits)
+        workers = max(self.backend.parallel("lines"), self.backend.parallel("pixels"))
+        return make_plan(self.model, width, height, batch, self.tile, self.max_memory, self.line_chunk, self.limits,
+                         workers)
 
     def mapping(self, seeds: list[int], psi: float) -> np.ndarray:
         z = np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in seeds])  # (N, z_dim)
@@ -100,12 +123,16 @@ class Runtime:
         N, B, C, R = len(ws), self.model["num_blocks"], self.model["biline_channels"], self.model["rank"]
         cols = np.empty((N, B, C, len(ys), R), np.float32)
         rows = np.empty((N, B, C, len(xs), R), np.float32)
-        for chunk in plan.line_chunks:
+
+        def run(chunk):  # chunks write disjoint slices, so they may run at once
             out = self.backend.run("lines", {"ws": ws, "ys": ys[chunk.ys], "xs": xs[chunk.xs]})
             if not chunk.pad_ys:
                 cols[:, :, :, chunk.ys] = out["cols"]
             if not chunk.pad_xs:
                 rows[:, :, :, chunk.xs] = out["rows"]
+
+        for _ in in_order(run, plan.line_chunks, self.backend.parallel("lines")):
+            pass
         return cols, rows
 
     def tiles(self, seeds: list[int], size, psi, window, fit, plan: Plan, bar) -> Iterator[tuple]:
@@ -113,10 +140,15 @@ class Runtime:
         ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
         ws = self.mapping(seeds, psi)  # (N, num_ws, w_dim)
         cols, rows = self.lines(ws, ys, xs, plan)
-        for band, column in plan.tiles():
-            img = self.backend.run("pixels", {"ws": ws, "cols": cols[:, :, :, band], "rows": rows[:, :, :, column]})
+
+        def run(tile):
+            band, column = tile
+            return band, column, self.backend.run("pixels", {"ws": ws, "cols": cols[:, :, :, band],
+                                                              "rows": rows[:, :, :, column]})["img"]
+
+        for band, column, img in in_order(run, plan.tiles(), self.backend.parallel("pixels")):
             bar.update()
-            yield band, column, img["img"]
+            yield band, column, img
 
     def prepare(self, seeds, size, psi, fit, batch: int) -> tuple[list[int], tuple[int, int], list]:
         """Check a request before any work: (seeds, size, [(seeds of a batch, its plan), ...])."""

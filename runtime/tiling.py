@@ -142,13 +142,15 @@ def longest_part(n: int, parts: int) -> int:
     return math.ceil(n / min(parts, n))
 
 
-def plan_lines(width, height, max_lines, limits: Limits) -> list[LineChunk]:
+def plan_lines(width, height, max_lines, limits: Limits, workers: int = 1) -> list[LineChunk]:
     """Chunks of ys and xs, each call at most `max_lines` lines, both sides non-empty
-    (a side that has run out repeats its first lines as padding, discarded after)."""
+    (a side that has run out repeats its first lines as padding, discarded after); the
+    number of calls a multiple of `workers` where the lines allow it."""
     calls = max(math.ceil((height + width) / max_lines), math.ceil(height / limits.line_height[1]),
                 math.ceil(width / limits.line_width[1]))
     while longest_part(height, calls) + longest_part(width, calls) > max_lines:
         calls += 1
+    calls = max(calls, min(math.ceil(calls / workers) * workers, max(height, width)))
     chunks = []
     ys_parts, xs_parts = split(height, min(calls, height)), split(width, min(calls, width))
     pad_ys = slice(0, min(height, max(1, limits.line_height[0])))
@@ -163,29 +165,34 @@ def plan_lines(width, height, max_lines, limits: Limits) -> list[LineChunk]:
 
 
 def make_plan(model: dict, width: int, height: int, batch: int = 1, tile: tuple[int, int] | None = None,
-              max_memory: int | None = None, max_lines: int | None = None, limits: Limits = Limits()) -> Plan:
-    """Plan one image of `batch` samples. `tile` is (width, height); `max_memory` in bytes."""
+              max_memory: int | None = None, max_lines: int | None = None, limits: Limits = Limits(),
+              workers: int = 1) -> Plan:
+    """Plan one image of `batch` samples for `workers` concurrent calls. `tile` is (width,
+    height) and `max_lines` lines per lines call (both defaults: the fastest measured, shrunk
+    to the budget; given ones are kept as they are); `max_memory` in bytes."""
     check_range("batch", batch, limits.batch)
     if tile is not None and min(tile) < 1:
         raise PlanError(f"tile {tile[0]}x{tile[1]}: both sides must be at least 1")
     features = batch * (height + width) * line_feature_bytes(model)
     line_bytes = batch * line_work_bytes(model)
-    max_lines = max_lines or DEFAULT_LINES
-    budget = 1 << 62 if max_memory is None else max_memory - features
-    if budget < max(line_bytes * 2, batch * pixel_work_bytes(model)):
-        need = features + max(line_bytes * 2, batch * pixel_work_bytes(model))
+    smallest = max(line_bytes * 2, batch * pixel_work_bytes(model))
+    budget = 1 << 62 if max_memory is None else (max_memory - features) // workers  # per concurrent call
+    if budget < smallest:
+        need = features + workers * smallest
         raise PlanError(
             f"memory budget {max_memory} bytes is below the {need} bytes a {width}x{height} image "
             f"of batch {batch} needs at least (its line features alone take {features})"
         )
-    max_lines = max(2, min(max_lines, budget // line_bytes))
+    chunks = plan_lines(width, height, max(2, min(max_lines or DEFAULT_LINES, budget // line_bytes)), limits,
+                        1 if max_lines else workers)
     tile_w, tile_h = pick_tile(width, height, batch, model, tile, budget, limits)
     bands, columns = split_at_most(height, tile_h), split_at_most(width, tile_w)
+    if tile is None and len(bands) * len(columns) < workers:  # keep every worker busy on small images
+        columns = split(width, min(width, math.ceil(workers / len(bands))))
     for part in bands:
         check_range("tile height", part.stop - part.start, limits.tile_height)
     for part in columns:
         check_range("tile width", part.stop - part.start, limits.tile_width)
-    chunks = plan_lines(width, height, max_lines, limits)
     longest_call = max((c.ys.stop - c.ys.start) + (c.xs.stop - c.xs.start) for c in chunks)
     work = max(longest_call * line_bytes, tile_w * tile_h * batch * pixel_work_bytes(model))
-    return Plan(width, height, batch, chunks, bands, columns, estimated_bytes=features + work)
+    return Plan(width, height, batch, chunks, bands, columns, estimated_bytes=features + workers * work)

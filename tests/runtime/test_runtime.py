@@ -62,7 +62,8 @@ def test_default_size_and_uint8_conversion(runtime, tiny_generator):
 
 @pytest.mark.parametrize("width,height", [(70, 45), (1, 33), (129, 1)])
 def test_tiled_equals_untiled(tiny_bundle, width, height):
-    whole = Runtime(tiny_bundle, backend="ort-cpu", tile=(width, height), line_chunk=width + height)
+    one_call = OrtBackend(read_bundle(tiny_bundle), concurrent=False)  # threads inside each call
+    whole = Runtime(tiny_bundle, backend=one_call, tile=(width, height), line_chunk=width + height)
     assert whole.plan((width, height)).tile == (width, height) and len(whole.plan((width, height)).line_chunks) == 1
     tiled = Runtime(tiny_bundle, backend="ort-cpu", tile=(7, 5), line_chunk=9)
     plan = tiled.plan((width, height))
@@ -122,6 +123,9 @@ class RangedBackend:
 
     def shape_range(self, stage, input):
         return self.ranges.get((stage, input))
+
+    def parallel(self, stage):
+        return self.inner.parallel(stage)
 
 
 def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):

@@ -125,3 +125,26 @@ def test_parse_memory(text, value):
 def test_parse_memory_refuses_nonsense(text):
     with pytest.raises(ValueError):
         parse_memory(text)
+
+
+@pytest.mark.parametrize("width,height", [(1, 300), (37, 21), (512, 512), (2048, 512), (3, 2)])
+def test_work_is_split_for_concurrent_workers(width, height):
+    plan = make_plan(MODEL, width, height, workers=2)
+    calls = len(plan.line_chunks)
+    assert calls % 2 == 0 or calls == max(width, height)
+    assert len(plan.bands) * len(plan.columns) >= min(2, width * height)
+    assert (coverage(plan) == 1).all()
+    ys, xs = line_coverage(plan)
+    assert (ys == 1).all() and (xs == 1).all()
+
+
+def test_budget_is_shared_by_the_workers():
+    max_memory = parse_memory("24M")
+    one, two = (make_plan(MODEL, 2048, 512, max_memory=max_memory, workers=w) for w in (1, 2))
+    assert one.estimated_bytes <= max_memory and two.estimated_bytes <= max_memory
+    assert two.tile[0] * two.tile[1] < one.tile[0] * one.tile[1]
+
+
+def test_given_tile_and_chunk_are_kept_for_workers():
+    plan = make_plan(MODEL, 300, 200, tile=(300, 200), max_lines=500, workers=2)
+    assert len(plan.line_chunks) == 1 and plan.tile == (300, 200) and len(plan.bands) * len(plan.columns) == 1
