@@ -6,9 +6,15 @@ from pathlib import Path
 
 import click
 
-from creps.cli import entry_point
+from creps.cli import SIZE, entry_point
 from creps.export.graphs import MIN_OPSET
 from creps.generate import resolve_network
+from creps.runtime.cli import MEMORY
+
+
+def parse_sizes(ctx, param, value):
+    """'512x512,2048x512' -> [(512, 512), (2048, 512)] (None: the training resolution)."""
+    return None if value is None else [SIZE.convert(part, param, ctx) for part in value.split(",")]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,7 +27,21 @@ from creps.generate import resolve_network
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the graphs against PyTorch with ONNX Runtime (CPU) at six sizes before finishing.")
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
-def cli(network, out, with_onnx, fused, opset, verify, force):
+@click.option("--fp16", is_flag=True, help="Add FP16 graphs (FP32 islands from creps-calib's range analysis).")
+@click.option("--int8", is_flag=True, help="Add INT8 Q/DQ graphs calibrated on the CPU (creps-calib).")
+@click.option("--trt", is_flag=True, help="Build one TensorRT engine per stage into the bundle (needs TensorRT + GPU).")
+@click.option("--sizes", callback=parse_sizes, help="Image sizes WxH the engines' profiles must cover, comma-separated.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Largest batch of the engines.")
+@click.option("--tile", type=SIZE, help="Pixel tile WxH for the profiles (default 512x512, shrunk to --max-memory).")
+@click.option("--max-memory", type=MEMORY, help="Device memory budget of the runtime, e.g. 3G (sizes tiles and chunks).")
+@click.option("--workspace", type=MEMORY, default="1G", show_default=True, help="TensorRT workspace limit.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="TensorRT timing cache file: loaded if present, saved after the build.")
+@click.option("--version-compatible", is_flag=True, help="Engines that later TensorRT releases can run (slower).")
+@click.option("--hardware-compatible", is_flag=True, help="Engines for any Ampere or newer GPU (slower).")
+@click.option("--dry-run", is_flag=True, help="Print the TensorRT build plan (graphs, profiles, memory); build nothing.")
+def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, sizes, batch, tile, max_memory,
+        workspace, timing_cache, version_compatible, hardware_compatible, dry_run):
     """Export a CREPS generator into a bundle that creps-run, ONNX Runtime or TensorRT can load.
 
     The bundle is a folder with manifest.json and one ONNX graph per stage; height and
@@ -32,17 +52,47 @@ def cli(network, out, with_onnx, fused, opset, verify, force):
     Example:
       creps-export --network ffhq256.safetensors --out bundles/ffhq256 --onnx
       creps-run --bundle bundles/ffhq256 --size 1024x256 --seeds 0-3 --out out/
-    """
-    if not with_onnx:
-        raise click.UsageError("nothing to export: pass --onnx")
-    from creps.checkpoint import load_generator
-    from creps.export import export_bundle
+      creps-export --out bundles/ffhq256 --fp16 --trt --sizes 2048x512 --max-memory 3G --dry-run
+      creps-export --out bundles/ffhq256 --fp16 --trt --sizes 2048x512 --max-memory 3G --timing-cache trt.cache
 
-    network = resolve_network(network)
-    G = load_generator(network)
-    bundle = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
-                           progress=True)
-    click.echo(f"wrote {bundle}")
+    Without --onnx, --fp16/--int8/--trt work on the existing bundle at --out.
+    """
+    if not (with_onnx or fp16 or int8 or trt):
+        raise click.UsageError("nothing to export: pass --onnx and/or --fp16, --int8, --trt")
+    from creps.checkpoint import load_generator
+
+    has_bundle = (out / "manifest.json").is_file()
+    if not (with_onnx or has_bundle or dry_run):
+        raise click.UsageError(f"{out} is not a bundle: pass --onnx to export one there, or --out an existing bundle")
+    if with_onnx or int8 or not has_bundle:  # a checkpoint is needed (INT8 re-exports folded graphs)
+        network = resolve_network(network)
+    G = load_generator(network) if with_onnx else None
+    if dry_run:
+        from creps.export.trt_plan import build_plan
+        from creps.export.writer import model_section
+        from creps.runtime.bundle import read_bundle
+
+        manifest = (read_bundle(out, verify_hashes=False).manifest if has_bundle and not with_onnx
+                    else {"model": model_section(G or load_generator(network), None), "graphs": {}})
+        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+        for line in build_plan(manifest, precision, sizes, batch, max_memory, tile, workspace=workspace,
+                               strict=False).describe():
+            click.echo(line)
+        return
+    bundle = out
+    if with_onnx:
+        from creps.export import export_bundle
+
+        bundle = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
+                               progress=True)
+        click.echo(f"wrote {bundle}")
+    if fp16 or int8 or trt:
+        from creps.export.trt import precision_and_engines
+
+        precision_and_engines(bundle, fp16=fp16, int8=int8, trt=trt, load_G=lambda: G or load_generator(network),
+                              sizes=sizes, batch=batch, tile=tile, max_memory=max_memory, workspace=workspace,
+                              timing_cache=timing_cache, version_compatible=version_compatible,
+                              hardware="ampere_plus" if hardware_compatible else "none", echo=click.echo)
 
 
 main = entry_point(cli)

@@ -43,7 +43,7 @@ def load_tensorrt():
     except ImportError:
         raise EngineBuildError("TensorRT is not installed here, so no engines were built "
                                "(the ONNX bundle is complete; build engines on the target with "
-                               "pip install 'creps[trt]' and creps-export --bundle DIR --trt)") from None
+                               "pip install 'creps[trt]' and creps-export --out DIR --trt)") from None
     return trt
 
 

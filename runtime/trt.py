@@ -36,7 +36,7 @@ from creps.runtime.bundle import Bundle
 log = logging.getLogger(__name__)
 
 SLOTS = 2
-REBUILD = "rebuild the engines on this machine: creps-export --bundle {path} --trt"
+REBUILD = "rebuild the engines on this machine: creps-export --out {path} --trt"
 
 
 class CudaError(CrepsError):
@@ -148,7 +148,7 @@ def engine_for(bundle: Bundle, stage: str) -> dict:
     entry = bundle.engines.get(stage)
     if entry is None:
         raise BackendUnavailable(f"tensorrt: the bundle has no {stage} engine; "
-                                 f"build them with creps-export --bundle {bundle.path} --trt")
+                                 f"build them with creps-export --out {bundle.path} --trt")
     return entry
 
 

@@ -19,7 +19,7 @@ def test_matching_engine_is_accepted():
 
 @pytest.mark.parametrize("version", ["10.3.0.26", "10.4.0.1", "11.1.0"])
 def test_other_tensorrt_is_refused_with_the_rebuild_command(version):
-    with pytest.raises(BackendUnavailable, match=r"TensorRT 10\.3\.0\.30.*creps-export --bundle b --trt"):
+    with pytest.raises(BackendUnavailable, match=r"TensorRT 10\.3\.0\.30.*creps-export --out b --trt"):
         check_engine(ENTRY, "b", version, ORIN)
 
 

@@ -1,16 +1,11 @@
 """Engines end to end (TensorRT and a GPU), and the one-line refusals where they are missing."""
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from creps.errors import CrepsError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import random_generator  # noqa: E402
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -23,13 +18,6 @@ def cuda_devices() -> int:
         return cuda_call(cudart, cudart.cudaGetDeviceCount())
     except CrepsError:
         return 0
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from creps.export import export_bundle
-
-    return export_bundle(random_generator(), tmp_path_factory.mktemp("trt") / "bundle", verify=False)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed (this checks the refusal without it)")
