@@ -273,6 +273,9 @@ class TensorRTBackend:
     def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None:
         return self.engines[stage].shape_range(input)
 
+    def parallel(self, stage: str) -> int:
+        return 1  # one context and one stream per engine: overlap comes from run_stream
+
     def close(self) -> None:
         for engine in self.engines.values():
             for slot in engine.slots:
