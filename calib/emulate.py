@@ -20,6 +20,8 @@ FP16_MAX = 65504.0
 # Ops that only move or select values: rounding their output repeats their input's rounding.
 MOVEMENT_OPS = frozenset({"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Slice", "Concat", "Gather",
                           "Expand", "Identity", "Split", "Flatten", "Shape", "Tile"})
+TYPED_OPS = frozenset({"Cast", "CastLike", "Constant", "ConstantOfShape", "EyeLike", "RandomNormal",
+                       "RandomUniform", "Range"})
 
 
 def float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -47,10 +49,11 @@ def dependent_nodes(model: onnx.ModelProto, inputs: set[str]) -> set[str]:
 
 
 def compute_nodes(model: onnx.ModelProto, names: set[str]) -> list[onnx.NodeProto]:
-    """The nodes among `names` that compute new float values (not shape or data movement)."""
+    """The nodes among `names` that compute new float values (not shape or data movement,
+    nor ops whose output type is an attribute: they stay as written)."""
     floats = float_tensors(model)
     return [n for n in model.graph.node
-            if n.name in names and n.op_type not in MOVEMENT_OPS and floats.intersection(n.output)]
+            if n.name in names and n.op_type not in MOVEMENT_OPS | TYPED_OPS and floats.intersection(n.output)]
 
 
 def with_movement_nodes(model: onnx.ModelProto, fp16_compute: set[str]) -> set[str]:

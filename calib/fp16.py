@@ -240,4 +240,5 @@ def to_fp16(model: onnx.ModelProto, fp16_nodes: list[str]) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     onnx.checker.check_model(out)
+    onnx.shape_inference.infer_shapes(out, strict_mode=True)  # every node's input types agree
     return out
