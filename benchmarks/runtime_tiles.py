@@ -1,7 +1,8 @@
 """Tile shape and line chunk sweep for the runtime (ONNX Runtime CPU, all cores, published 256 config).
 
-Times the pixel stage per tile shape and the line stage per chunk length on the same
-bundle, so DEFAULT_TILE and DEFAULT_LINES in creps/runtime/tiling.py follow a measurement.
+Times whole images through the runtime (concurrent tiles and chunks, as creps-run runs
+them) for each pixel tile shape at 512x512 and each line chunk length at 2048x512, so
+DEFAULT_TILE and DEFAULT_LINES in runtime/tiling.py follow a measurement.
 Usage: python benchmarks/runtime_tiles.py [--bundle DIR] [--out benchmarks/results]
 """
 
@@ -15,49 +16,39 @@ from pathlib import Path
 
 import click
 
-from creps import grid
-from creps.bench import export_model, flops, gemm_ceiling, line_macs_per_slot, pixel_macs
+from creps.bench import export_model, flops, gemm_ceiling
 from creps.runtime import Runtime
 from creps.runtime.backends import available_cores
 
-TILES = [(32, 32), (64, 32), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (512, 512)]
+TILES = [(32, 32), (64, 32), (64, 64), (128, 64), (128, 128), (256, 128), (256, 256)]
 CHUNKS = [64, 128, 256, 512, 1024]
-IMAGE = (512, 512)
+TILE_IMAGE, CHUNK_IMAGE = (512, 512), (2048, 512)
 
 
-def best_of(fn, repeats=3) -> float:
+def best_seconds(runtime: Runtime, size, repeats: int = 3) -> float:
+    runtime.generate(0, (64, 64))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        runtime.generate(0, size)
         times.append(time.perf_counter() - start)
     return min(times)
 
 
 def sweep(bundle: Path) -> dict:
-    runtime = Runtime(bundle, backend="ort-cpu")
-    model = runtime.model
-    ws = runtime.mapping([0], 1.0)
-    ys, xs = grid.coords(*IMAGE)
-    cols, rows = runtime.lines(ws, ys, xs, runtime.plan(IMAGE))
-    pixel_flop = 2 * pixel_macs(model)
-    tiles = []
-    for tile_w, tile_h in TILES:
-        feeds = {"ws": ws, "cols": cols[:, :, :, :tile_h], "rows": rows[:, :, :, :tile_w]}
-        calls = max(1, IMAGE[0] * IMAGE[1] // (tile_w * tile_h))  # one 512x512 image's worth of tiles
-        runtime.backend.run("pixels", feeds)
-        seconds = best_of(lambda: [runtime.backend.run("pixels", feeds) for _ in range(calls)]) / calls
-        tiles.append({"tile": [tile_w, tile_h], "gflops": pixel_flop * tile_w * tile_h / seconds / 1e9})
-        click.echo(f"pixels tile {tile_w}x{tile_h}: {tiles[-1]['gflops']:.0f} GFLOP/s")
-    line_flop = 2 * model["rank"] * line_macs_per_slot(model)
-    chunks = []
+    model = Runtime(bundle, backend="ort-cpu").model
+    tiles, chunks = [], []
+    for tile in TILES:
+        seconds = best_seconds(Runtime(bundle, backend="ort-cpu", tile=tile), TILE_IMAGE)
+        tiles.append({"tile": list(tile), "seconds": seconds,
+                      "gflops": flops(model, *TILE_IMAGE)["total"] / seconds / 1e9})
+        click.echo(f"{TILE_IMAGE} tile {tile}: {seconds:.3f} s, {tiles[-1]['gflops']:.0f} GFLOP/s")
     for chunk in CHUNKS:
-        feeds = {"ws": ws, "ys": ys[: chunk // 2], "xs": xs[: chunk - chunk // 2]}
-        runtime.backend.run("lines", feeds)
-        seconds = best_of(lambda: runtime.backend.run("lines", feeds))
-        chunks.append({"lines": chunk, "gflops": line_flop * chunk / seconds / 1e9})
-        click.echo(f"lines chunk {chunk}: {chunks[-1]['gflops']:.0f} GFLOP/s")
-    return {"pixel_tiles": tiles, "line_chunks": chunks, "image_flop_512": flops(model, *IMAGE)}
+        seconds = best_seconds(Runtime(bundle, backend="ort-cpu", line_chunk=chunk), CHUNK_IMAGE, 2)
+        chunks.append({"lines": chunk, "seconds": seconds,
+                       "gflops": flops(model, *CHUNK_IMAGE)["total"] / seconds / 1e9})
+        click.echo(f"{CHUNK_IMAGE} line chunk {chunk}: {seconds:.3f} s, {chunks[-1]['gflops']:.0f} GFLOP/s")
+    return {"pixel_tiles": tiles, "line_chunks": chunks}
 
 
 @click.command()
@@ -70,12 +61,12 @@ def main(bundle, out):
         report = {"load_average_start": os.getloadavg(), "threads": available_cores(),
                   "gemm_ceiling_gflops": gemm_ceiling(available_cores()), **sweep(bundle),
                   "load_average_end": os.getloadavg()}
-    best_tile = max(report["pixel_tiles"], key=lambda t: t["gflops"])
-    best_chunk = max(report["line_chunks"], key=lambda c: c["gflops"])
+    best_tile = min(report["pixel_tiles"], key=lambda t: t["seconds"])
+    best_chunk = min(report["line_chunks"], key=lambda c: c["seconds"])
     click.echo(f"ceiling {report['gemm_ceiling_gflops']:.0f} GFLOP/s; fastest tile {best_tile['tile']}, "
                f"fastest line chunk {best_chunk['lines']}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime_tiles.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (out / "runtime_tiles.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

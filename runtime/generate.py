@@ -86,15 +86,17 @@ def in_order(run, items, workers: int) -> Iterator:
 class Runtime:
     """A loaded bundle and a backend.
 
-    `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt", or a `Backend` object. `tile`: (width, height) of a
-    pixel tile (default: the fastest measured, shrunk to `max_memory`). `max_memory`:
-    bytes for line features and activations (see `creps.runtime.tiling`). `threads`:
-    CPU threads (default: all cores this process may use). `line_chunk`: lines (ys + xs)
-    per run of the lines graph (default: the fastest measured, shrunk to `max_memory`).
+    `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt", or a `Backend` object.
+    `tile`: (width, height) of a pixel tile (default: the fastest measured, shrunk to
+    `max_memory`). `max_memory`: bytes for line features and activations (see
+    `creps.runtime.tiling`). `threads`: CPU threads (default: all cores this process may
+    use). `line_chunk`: lines (ys + xs) per run of the lines graph (default: the fastest
+    measured, shrunk to `max_memory`).
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto", tile: tuple[int, int] | None = None,
-                 max_memory: int | None = None, threads: int | None = None, line_chunk: int | None = None):
+    def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto",
+                 tile: tuple[int, int] | None = None, max_memory: int | None = None, threads: int | None = None,
+                 line_chunk: int | None = None):
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.model = self.bundle.model
         self.backend: Backend = open_backend(self.bundle, backend, threads) if isinstance(backend, str) else backend
@@ -118,7 +120,8 @@ class Runtime:
         z = np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in seeds])  # (N, z_dim)
         return self.backend.run("mapping", {"z": z, "psi": np.array([psi], np.float32)})["ws"]
 
-    def lines(self, ws: np.ndarray, ys: np.ndarray, xs: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    def lines(self, ws: np.ndarray, ys: np.ndarray, xs: np.ndarray, plan: Plan,
+              bar=None) -> tuple[np.ndarray, np.ndarray]:
         """Line features of the whole image, chunk by chunk: cols (N, B, 32, H, R), rows (N, B, 32, W, R)."""
         N, B, C, R = len(ws), self.model["num_blocks"], self.model["biline_channels"], self.model["rank"]
         cols = np.empty((N, B, C, len(ys), R), np.float32)
@@ -132,14 +135,15 @@ class Runtime:
                 rows[:, :, :, chunk.xs] = out["rows"]
 
         for _ in in_order(run, plan.line_chunks, self.backend.parallel("lines")):
-            pass
+            if bar is not None:
+                bar.update()
         return cols, rows
 
     def tiles(self, seeds: list[int], size, psi, window, fit, plan: Plan, bar) -> Iterator[tuple]:
         """(rows slice, cols slice, img tile (N, 3, h, w)) for the whole image, band by band."""
         ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
         ws = self.mapping(seeds, psi)  # (N, num_ws, w_dim)
-        cols, rows = self.lines(ws, ys, xs, plan)
+        cols, rows = self.lines(ws, ys, xs, plan, bar)
 
         def run(tile):
             band, column = tile
@@ -165,8 +169,9 @@ class Runtime:
 
     @staticmethod
     def progress(schedule, enabled: bool):
-        total = sum(len(plan.bands) * len(plan.columns) for _, plan in schedule)
-        return tqdm(total=total, unit="tile", desc="pixels", disable=not enabled, leave=False)
+        """One bar over every line chunk and pixel tile of the request."""
+        total = sum(len(plan.line_chunks) + len(plan.bands) * len(plan.columns) for _, plan in schedule)
+        return tqdm(total=total, unit="step", desc="line chunks + tiles", disable=not enabled, leave=False)
 
     def generate(self, seeds: int | Sequence[int] = 0, size: tuple[int, int] | None = None, psi: float = 1.0,
                  window: grid.Window | None = None, fit: str = "extend", out: str = "uint8", batch: int = 1,

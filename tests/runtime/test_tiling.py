@@ -12,7 +12,6 @@ from creps.runtime.tiling import (
     line_feature_bytes,
     make_plan,
     parse_memory,
-    pixel_work_bytes,
     split,
 )
 
