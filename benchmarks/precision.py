@@ -23,12 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import onnx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tiny_models import random_generator  # noqa: E402
 
 from creps.calib import Job, calibrate_bundle  # noqa: E402
+from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
+from creps.calib.samples import StageRunner, compare, worst  # noqa: E402
 from creps.export import export_bundle  # noqa: E402
 from creps.export.trt_plan import build_plan  # noqa: E402
 from creps.model import GeneratorConfig  # noqa: E402
@@ -38,6 +42,28 @@ ANALYSIS_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 2048, 512))  # the panorama 
 ERROR_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 512, 512))
 JETSON_BUDGET = 3 << 30  # an 8 GB Orin NX leaves us ~2-4 GB
 BAR = {"fp16_max_abs": 1e-2, "fp16_psnr_db": 45.0, "int8_psnr_db": 30.0}
+PROBE = 64  # rows/columns of the cross-checks (the stages are pointwise: a probe is exact where it looks)
+
+
+def probe_errors(reference: StageRunner, test: StageRunner) -> dict:
+    return worst([compare(reference.image(job, PROBE), test.image(job, PROBE)) for job in ERROR_JOBS])
+
+
+def cross_checks(bundle_dir: Path, G) -> dict:
+    """The written FP16 graphs run with ONNX Runtime's own FP16 CPU kernels, and INT8 one stage at a time."""
+    bundle = read_bundle(bundle_dir)
+    fp32 = load_models(bundle)
+    graphs = {f"{s}.{p}": onnx.load(bundle.graph_path(s, p)) for s in ("lines", "pixels") for p in ("fp16", "int8")}
+    reference = StageRunner(fp32)
+    activation = activation_form_models(bundle, G)
+    int8_reference = StageRunner(activation)
+    return {
+        "fp16_graphs_in_onnxruntime": probe_errors(reference, StageRunner(
+            {**fp32, "lines": graphs["lines.fp16"], "pixels": graphs["pixels.fp16"]})),
+        "int8_lines_only": probe_errors(int8_reference, StageRunner({**activation, "lines": graphs["lines.int8"]})),
+        "int8_pixels_only": probe_errors(int8_reference, StageRunner({**activation, "pixels": graphs["pixels.int8"]})),
+        "probe": f"{PROBE} rows x {PROBE} columns of each error job",
+    }
 
 
 def main() -> None:
@@ -49,6 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
         report = calibrate_bundle(bundle_dir, True, True, G, ANALYSIS_JOBS, ERROR_JOBS)
+        checks = cross_checks(bundle_dir, G)
         manifest = read_bundle(bundle_dir).manifest
         plans = {precision: build_plan(manifest, precision, [(2048, 512)], 1, JETSON_BUDGET)
                  for precision in ("fp16", "int8")}
@@ -62,6 +89,7 @@ def main() -> None:
         "fp16": {**report["fp16"], "meets_bar": fp16["max_abs"] <= BAR["fp16_max_abs"]
                  and (fp16["psnr_db"] is None or fp16["psnr_db"] >= BAR["fp16_psnr_db"])},
         "int8": {**report["int8"], "meets_target": int8["psnr_db"] is None or int8["psnr_db"] >= BAR["int8_psnr_db"]},
+        "cross_checks": checks,
         "analysis_jobs": report["jobs"], "error_jobs": report["error_jobs"],
         "trt_dry_run_2048x512_3GiB": {p: {"text": plan.describe(), **plan.to_dict()} for p, plan in plans.items()},
         "seconds": round(time.time() - started),
@@ -74,6 +102,7 @@ def main() -> None:
     print(f"FP32 islands (besides the style path): {len(kept)} compute nodes: "
           + ", ".join(f"{k['stage']}/{k['name']} ({k['op']}, {k['fp32_reason']})" for k in kept[:20]))
     print(f"INT8 measured in ONNX Runtime CPU at 512x512: max abs {int8['max_abs']:.3g}, PSNR {int8['psnr_db']} dB")
+    print(f"Cross-checks on a {PROBE}x{PROBE} probe: {json.dumps(checks)}")
     print("\n".join(plans["fp16"].describe()))
     print(f"saved {out}")
 
