@@ -269,7 +269,7 @@ def plot(report: dict, path: Path) -> None:
     ax_time.bar(x - 0.2, runtime_s, 0.4, label="creps-run (ONNX Runtime CPU)")
     ax_time.bar(x + 0.2, torch_s, 0.4, label="PyTorch eager (project model)")
     ax_time.set(yscale="log", ylabel="seconds per image", xticks=x, xticklabels=names, title="time")
-    ax_time.legend()
+    ax_time.legend(fontsize=8, loc="upper left")
     ceiling = report["gemm_ceiling_gflops"]
     ax_eff.bar(x - 0.25, [r["gflops"] for r in rows], 0.25, label="end to end")
     ax_eff.bar(x, [r["lines_gflops"] for r in rows], 0.25, label="lines stage")
@@ -279,7 +279,7 @@ def plot(report: dict, path: Path) -> None:
     ax_eff.legend(fontsize=8)
     ax_rss.bar(x, [r["runtime"]["peak_rss"] / 1e6 for r in rows], 0.5)
     ax_rss.set(ylabel="MB", xticks=x, xticklabels=names, title="peak RSS (streamed PNG)")
-    fig.suptitle(f"creps runtime, published 256 config, {report['machine']['cpu']} x{report['threads']}")
+    fig.suptitle(f"creps runtime, {report['config']}, {report['machine']['cpu']} x{report['threads']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

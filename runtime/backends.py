@@ -29,6 +29,10 @@ own line chunk or pixel tile: no per-operator synchronisation, and each tile's
 activations stay in one core's cache (1.6x faster than two threads per call on a
 shared 2-core machine). A GPU backend returns 1.
 
+Optional: `run_stream(stage, calls) -> Iterator[dict]`, the outputs of an iterable of
+feeds in order; a backend that has it and `parallel(stage) == 1` gets every line chunk
+and pixel tile of an image through it, so it can pipeline host and device work.
+
 A backend class is constructed as `cls(bundle: Bundle, threads: int | None)` and raises
 `BackendUnavailable` (one line: what is missing and what to install or rebuild) when it
 cannot run on this machine. The TensorRT backend lives in `creps.runtime.trt` as

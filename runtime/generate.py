@@ -126,15 +126,12 @@ class Runtime:
         N, B, C, R = len(ws), self.model["num_blocks"], self.model["biline_channels"], self.model["rank"]
         cols = np.empty((N, B, C, len(ys), R), np.float32)
         rows = np.empty((N, B, C, len(xs), R), np.float32)
-
-        def run(chunk):  # chunks write disjoint slices, so they may run at once
-            out = self.backend.run("lines", {"ws": ws, "ys": ys[chunk.ys], "xs": xs[chunk.xs]})
+        feeds = ({"ws": ws, "ys": ys[chunk.ys], "xs": xs[chunk.xs]} for chunk in plan.line_chunks)
+        for chunk, out in zip(plan.line_chunks, self.run_all("lines", feeds)):
             if not chunk.pad_ys:
                 cols[:, :, :, chunk.ys] = out["cols"]
             if not chunk.pad_xs:
                 rows[:, :, :, chunk.xs] = out["rows"]
-
-        for _ in in_order(run, plan.line_chunks, self.backend.parallel("lines")):
             if bar is not None:
                 bar.update()
         return cols, rows
@@ -144,15 +141,19 @@ class Runtime:
         ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
         ws = self.mapping(seeds, psi)  # (N, num_ws, w_dim)
         cols, rows = self.lines(ws, ys, xs, plan, bar)
-
-        def run(tile):
-            band, column = tile
-            return band, column, self.backend.run("pixels", {"ws": ws, "cols": cols[:, :, :, band],
-                                                              "rows": rows[:, :, :, column]})["img"]
-
-        for band, column, img in in_order(run, plan.tiles(), self.backend.parallel("pixels")):
+        tiles = list(plan.tiles())
+        feeds = ({"ws": ws, "cols": cols[:, :, :, band], "rows": rows[:, :, :, column]} for band, column in tiles)
+        for (band, column), out in zip(tiles, self.run_all("pixels", feeds)):
             bar.update()
-            yield band, column, img
+            yield band, column, out["img"]
+
+    def run_all(self, stage: str, calls: Iterator[dict]) -> Iterator[dict]:
+        """The outputs of many calls of one stage, in order: pipelined by the backend's
+        `run_stream` if it has one, else up to `parallel(stage)` calls at once."""
+        workers = self.backend.parallel(stage)
+        if workers == 1 and hasattr(self.backend, "run_stream"):
+            return self.backend.run_stream(stage, calls)
+        return in_order(lambda feeds: self.backend.run(stage, feeds), calls, workers)
 
     def prepare(self, seeds, size, psi, fit, batch: int) -> tuple[list[int], tuple[int, int], list]:
         """Check a request before any work: (seeds, size, [(seeds of a batch, its plan), ...])."""

@@ -154,6 +154,39 @@ def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
         limited.generate(1, (50, 3))
 
 
+class StreamingBackend:
+    """A one-call-at-a-time backend with `run_stream`, counting what went through it."""
+
+    name = "streaming"
+
+    def __init__(self, bundle):
+        self.inner = OrtBackend(bundle, concurrent=False)
+        self.streamed = {"lines": 0, "pixels": 0}
+
+    def run(self, stage, feeds):
+        return self.inner.run(stage, feeds)
+
+    def run_stream(self, stage, calls):
+        for feeds in calls:
+            self.streamed[stage] += 1
+            yield self.inner.run(stage, feeds)
+
+    def shape_range(self, stage, input):
+        return None
+
+    def parallel(self, stage):
+        return 1
+
+
+def test_streaming_backend_gets_every_chunk_and_tile(tiny_bundle, runtime):
+    backend = StreamingBackend(read_bundle(tiny_bundle))
+    streaming = Runtime(tiny_bundle, backend=backend, tile=(16, 8), line_chunk=20)
+    plan = streaming.plan((50, 30))
+    got = streaming.generate(4, (50, 30), PSI, out="float")
+    assert backend.streamed == {"lines": len(plan.line_chunks), "pixels": len(plan.bands) * len(plan.columns)}
+    assert np.abs(got - runtime.generate(4, (50, 30), PSI, out="float")).max() <= 1e-5
+
+
 def test_auto_backend_falls_back_to_cpu(tiny_bundle):
     bundle = read_bundle(tiny_bundle)
     backend = open_backend(bundle, "auto")
