@@ -211,7 +211,11 @@ def measure(bundle: Path, model: dict, config: dict, sizes, threads: int, with_t
                "gflops": cost["total"] / result["seconds"] / 1e9,
                "lines_gflops": cost["lines"] / result["stages"]["lines"] / 1e9,
                "pixels_gflops": cost["pixels"] / result["stages"]["pixels"] / 1e9}
-        if with_torch and torch_fits(model, *size):
+        if not with_torch:
+            row["torch_skipped"] = "not run (--no-torch)"
+        elif not torch_fits(model, *size):
+            row["torch_skipped"] = "does not fit in memory"
+        else:
             row["torch"] = in_subprocess({"kind": "torch", "config": config, "size": list(size),
                                           "repeats": 1, "threads": threads})
         rows.append(row)
@@ -243,15 +247,32 @@ def table(report: dict) -> str:
             f"{row['gflops'] / ceiling:8.0%} {rt['stages']['lines']:8.3f} {rt['stages']['pixels']:8.3f} "
             f"{rt['peak_rss'] / 1e6:7.0f} "
             + (f"{pt['seconds']:8.2f} {pt['seconds'] / rt['seconds']:7.1f}x {pt['peak_rss'] / 1e6:8.0f}" if pt
-               else f"{'(does not fit)':>26}"))
+               else f"  ({row['torch_skipped']})"))
     for o in report["tiling_overhead"]:
         lines.append(f"tiling overhead at {o['size']}: default tile {o['default_tile']} {o['default_seconds']:.3f} s "
                      f"vs one tile {o['one_tile_seconds']:.3f} s: {o['overhead']:+.1%}")
     lines.append(f"peak RSS {report['rss_ratio']['large']} / {report['rss_ratio']['small']}: "
                  f"{report['rss_ratio']['ratio']:.2f}")
-    if "speedup_vs_original_512" in report:
-        lines.append(f"512x512 vs the original's {ORIGINAL_512_SECONDS} s: {report['speedup_vs_original_512']:.1f}x")
+    for target in report.get("targets", []):
+        lines.append(f"target {target['name']}: {target['value']:.3g} (want {target['want']}) "
+                     f"{'met' if target['met'] else 'NOT met'}")
     return "\n".join(lines)
+
+
+def targets(report: dict) -> list[dict]:
+    """Issue 5's targets with the values this run measured."""
+    rows = {row["size"]: row for row in report["rows"]}
+    ceiling = report["gemm_ceiling_gflops"]
+    speedup = ORIGINAL_512_SECONDS / rows["512x512"]["runtime"]["seconds"]
+    found = [(f"speedup over the original at 512x512 ({ORIGINAL_512_SECONDS} s)", speedup, ">= 5 (aim 7)",
+              lambda v: v >= 5)]
+    for size in ("512x512", "2048x512"):
+        found.append((f"fraction of the GEMM ceiling at {size}", rows[size]["gflops"] / ceiling, ">= 0.7",
+                      lambda v: v >= 0.7))
+    found.append(("peak RSS 8192x2048 / 1024x256", report["rss_ratio"]["ratio"], "<= 2", lambda v: v <= 2))
+    for o in report["tiling_overhead"]:
+        found.append((f"tiling overhead at {o['size']}", o["overhead"], "<= 0.05", lambda v: v <= 0.05))
+    return [{"name": name, "value": value, "want": want, "met": bool(ok(value))} for name, value, want, ok in found]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -335,8 +356,7 @@ def cli(out, quick, with_torch):
         report["machine"]["load_average_end"] = os.getloadavg()
         report["gemm_ceiling_end_gflops"] = gemm_ceiling(threads)
     if not quick:
-        row512 = next(r for r in report["rows"] if r["size"] == "512x512")
-        report["speedup_vs_original_512"] = ORIGINAL_512_SECONDS / row512["runtime"]["seconds"]
+        report["targets"] = targets(report)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runtime.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out / "runtime.png")
