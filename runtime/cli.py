@@ -18,19 +18,12 @@ from creps.runtime.tiling import parse_memory
 log = logging.getLogger(__name__)
 
 
-class MemoryType(click.ParamType):
-    name = "BYTES"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_memory(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-MEMORY = MemoryType()
+def memory_option(ctx, param, value: str | None) -> int | None:
+    """--max-memory '512M' -> bytes."""
+    try:
+        return None if value is None else parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def output_paths(out: Path, seeds: list[int]) -> list[Path]:
@@ -67,7 +60,7 @@ Examples:
 @click.option("--fit", type=FIT, default="extend", show_default=True,
               help="Non-square sizes without --window: extend the view or stretch it.")
 @click.option("--tile", type=SIZE, default=None, help="Pixel tile WxH (default: the fastest measured).")
-@click.option("--max-memory", type=MEMORY, default=None,
+@click.option("--max-memory", callback=memory_option, default=None, metavar="BYTES",
               help="Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")
