@@ -128,7 +128,8 @@ def with_fp16_rounding(model: onnx.ModelProto, fp16_nodes: set[str] | list[str],
     del graph.node[:]
     graph.node.extend(nodes)
     if switchable:
-        graph.input.extend(helper.make_tensor_value_info(switch_name(k), TensorProto.BOOL, []) for k in range(len(order)))
+        graph.input.extend(helper.make_tensor_value_info(switch_name(k), TensorProto.BOOL, [])
+                           for k in range(len(order)))
     return out
 
 

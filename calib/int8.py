@@ -152,7 +152,8 @@ def style_path_nodes(model: onnx.ModelProto, stage: str) -> list[str]:
 
 
 def calibrate(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_JOBS,
-              probe: int = CALIBRATION_PROBE, exclude: dict[str, list[str]] | None = None) -> dict[str, onnx.ModelProto]:
+              probe: int = CALIBRATION_PROBE,
+              exclude: dict[str, list[str]] | None = None) -> dict[str, onnx.ModelProto]:
     """Q/DQ graphs of the line and pixel stages, calibrated on the jobs (style path and
     the nodes in `exclude` kept in float)."""
     feeds = calibration_feeds(models, jobs, probe)

@@ -9,7 +9,7 @@ import click
 from creps.cli import SIZE, entry_point
 from creps.export.graphs import MIN_OPSET
 from creps.generate import resolve_network
-from creps.runtime.cli import MEMORY
+from creps.runtime.cli import memory_option
 
 
 def parse_sizes(ctx, param, value):
@@ -30,16 +30,20 @@ def parse_sizes(ctx, param, value):
 @click.option("--fp16", is_flag=True, help="Add FP16 graphs (FP32 islands from creps-calib's range analysis).")
 @click.option("--int8", is_flag=True, help="Add INT8 Q/DQ graphs calibrated on the CPU (creps-calib).")
 @click.option("--trt", is_flag=True, help="Build one TensorRT engine per stage into the bundle (needs TensorRT + GPU).")
-@click.option("--sizes", callback=parse_sizes, help="Image sizes WxH the engines' profiles must cover, comma-separated.")
+@click.option("--sizes", callback=parse_sizes,
+              help="Image sizes WxH the engines' profiles must cover, comma-separated.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Largest batch of the engines.")
 @click.option("--tile", type=SIZE, help="Pixel tile WxH for the profiles (default 512x512, shrunk to --max-memory).")
-@click.option("--max-memory", type=MEMORY, help="Device memory budget of the runtime, e.g. 3G (sizes tiles and chunks).")
-@click.option("--workspace", type=MEMORY, default="1G", show_default=True, help="TensorRT workspace limit.")
+@click.option("--max-memory", callback=memory_option,
+              help="Device memory budget of the runtime, e.g. 3G (sizes tiles and chunks).")
+@click.option("--workspace", callback=memory_option, default="1G", show_default=True,
+              help="TensorRT workspace limit.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT timing cache file: loaded if present, saved after the build.")
 @click.option("--version-compatible", is_flag=True, help="Engines that later TensorRT releases can run (slower).")
 @click.option("--hardware-compatible", is_flag=True, help="Engines for any Ampere or newer GPU (slower).")
-@click.option("--dry-run", is_flag=True, help="Print the TensorRT build plan (graphs, profiles, memory); build nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the TensorRT build plan (graphs, profiles, memory); build nothing.")
 def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, sizes, batch, tile, max_memory,
         workspace, timing_cache, version_compatible, hardware_compatible, dry_run):
     """Export a CREPS generator into a bundle that creps-run, ONNX Runtime or TensorRT can load.

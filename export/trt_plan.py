@@ -104,14 +104,20 @@ def _extents(parts: list[slice]) -> list[int]:
     return [p.stop - p.start for p in parts]
 
 
-def profiles(model: dict, plans: list[Plan], batch: int) -> dict[str, dict[str, ShapeRange]]:
-    """Optimization profiles of the three stages covering every call of `plans`."""
+def profiles(model: dict, plans: list[Plan], batch: int,
+             tile: tuple[int, int] | None = None) -> dict[str, dict[str, ShapeRange]]:
+    """Optimization profiles of the three stages covering every call of `plans`, and a
+    whole `tile` (width, height; clipped to the largest image) when the runtime is given
+    that tile: it may cut other sizes into full tiles."""
     N, B, C, R = batch, model["num_blocks"], model["biline_channels"], model["rank"]
     ws = (model["num_ws"], model["w_dim"])
     chunk_h = [c.ys.stop - c.ys.start for p in plans for c in p.line_chunks]
     chunk_w = [c.xs.stop - c.xs.start for p in plans for c in p.line_chunks]
     tile_h = [e for p in plans for e in _extents(p.bands)]
     tile_w = [e for p in plans for e in _extents(p.columns)]
+    if tile is not None:
+        tile_w.append(min(tile[0], max(p.width for p in plans)))
+        tile_h.append(min(tile[1], max(p.height for p in plans)))
 
     return {
         "mapping": {"z": ShapeRange((1, model["z_dim"]), (N, model["z_dim"]), (N, model["z_dim"])),
@@ -146,7 +152,8 @@ def volume(shape) -> int:
 def io_bytes(model: dict, stage: str, profile: dict[str, ShapeRange]) -> int:
     """Float32 bytes of a stage's inputs and outputs at the profile's max shapes."""
     inputs = {name: r.max for name, r in profile.items()}
-    return 4 * (sum(volume(s) for s in inputs.values()) + sum(volume(s) for s in output_shapes(model, stage, inputs).values()))
+    outputs = output_shapes(model, stage, inputs)
+    return 4 * (sum(volume(s) for s in inputs.values()) + sum(volume(s) for s in outputs.values()))
 
 
 def activation_bytes(model: dict, stage: str, profile: dict[str, ShapeRange], precision: str) -> int:
@@ -175,14 +182,15 @@ def stage_graph(graphs: dict, stage: str, precision: str, strict: bool = True) -
     return key, want
 
 
-def _plan(model: dict, width: int, height: int, batch: int, tile, max_memory, max_lines) -> Plan:
-    """The runtime's plan; without a requested tile, GPU_TILE halved until it fits the budget."""
+def _plan(model: dict, width: int, height: int, batch: int, tile, max_memory, max_lines) -> tuple[Plan, tuple]:
+    """(the runtime's plan, the tile it used); without a requested tile, GPU_TILE halved
+    until it fits the budget."""
     if tile is not None:
-        return make_plan(model, width, height, batch, tile, max_memory, max_lines)
+        return make_plan(model, width, height, batch, tile, max_memory, max_lines), tile
     tile_w, tile_h = GPU_TILE
     while True:
         try:
-            return make_plan(model, width, height, batch, (tile_w, tile_h), max_memory, max_lines)
+            return make_plan(model, width, height, batch, (tile_w, tile_h), max_memory, max_lines), (tile_w, tile_h)
         except PlanError:
             if tile_w * tile_h == 1:
                 raise
@@ -199,8 +207,10 @@ def build_plan(manifest: dict, precision: str = "fp32", sizes: list[tuple[int, i
         raise BuildPlanError("batch and workspace must be positive")
     model = manifest["model"]
     sizes = sizes or [(model["img_resolution"], model["img_resolution"])]
-    plans = [_plan(model, w, h, batch, tile, max_memory, max_lines) for w, h in sizes]
-    stage_profiles = profiles(model, plans, batch)
+    planned = [_plan(model, w, h, batch, tile, max_memory, max_lines) for w, h in sizes]
+    plans = [plan for plan, _ in planned]
+    whole_tile = (max(t[0] for _, t in planned), max(t[1] for _, t in planned))
+    stage_profiles = profiles(model, plans, batch, whole_tile)
     builds = []
     for stage in STAGES:
         key, stage_precision = stage_graph(manifest["graphs"], stage, precision, strict)

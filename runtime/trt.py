@@ -213,12 +213,13 @@ class _StageEngine:
         """Stage inputs into the slot's pinned buffers and enqueue upload, execute, download."""
         cudart, h2d, d2h = self.cudart, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, \
             self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name in self.inputs:  # shapes first: a call outside the profile must not touch the buffers
+            if not self.context.set_input_shape(name, feeds[name].shape):
+                raise CrepsError(f"tensorrt: {self.stage} input {name} shape {feeds[name].shape} is outside the "
+                                 f"engine's profile {self.ranges[name]}")
         for name in self.inputs:
             value = feeds[name]
             np.copyto(slot.host[name][:value.size].reshape(value.shape), value, casting="same_kind")
-            if not self.context.set_input_shape(name, value.shape):
-                raise CrepsError(f"tensorrt: {self.stage} input {name} shape {value.shape} is outside the "
-                                 f"engine's profile {self.ranges[name]}")
             cuda_call(cudart, cudart.cudaMemcpyAsync(slot.device[name], slot.host_ptr[name], 4 * value.size,
                                                      h2d, stream))
         slot.shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
