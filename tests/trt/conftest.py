@@ -1,5 +1,6 @@
 """A tiny bundle (no engines) shared by the TensorRT tests."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,3 +15,26 @@ def bundle(tmp_path_factory):
     from creps.export import export_bundle
 
     return export_bundle(random_generator(), tmp_path_factory.mktemp("trt") / "bundle", verify=False)
+
+
+@pytest.fixture
+def engine_bundle(bundle, tmp_path):
+    """A copy of the tiny bundle that a test may add engines to."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """TensorRT and cuda-python replaced by the stand-ins of fakes.py; returns the fake cudart."""
+    from fakes import FakeCudart, FakeTrt
+
+    from creps.export import trt as trt_export
+    from creps.runtime import trt as trt_runtime
+
+    cudart = FakeCudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt)
+    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: cudart)
+    monkeypatch.setattr(trt_export, "load_cudart", lambda: cudart)
+    return cudart

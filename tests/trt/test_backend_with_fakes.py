@@ -4,159 +4,19 @@ No GPU here, so the backend's own logic (engine checks, buffer sizing from profi
 pinned/device copies by byte count, shapes per call, slot reuse, run_stream order) runs
 against fakes: "device" memory is host memory, copies are memmoves, and an "engine"
 evaluates its stage's ONNX graph with ONNX Runtime between the uploads and downloads.
-The images must equal the ONNX Runtime backend's bit for bit. The fakes implement only
-the calls docs/tensorrt.md lists, with the documented return conventions.
+The images must equal the ONNX Runtime backend's bit for bit (fakes: tests/trt/fakes.py).
 """
 
-import ctypes
-import enum
 import json
-import sys
-from types import SimpleNamespace
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from creps.export.trt_plan import build_plan, output_shapes
+from creps.export.trt_plan import build_plan
 from creps.runtime import trt as trt_backend
 from creps.runtime.backends import BackendUnavailable
 from creps.runtime.bundle import file_entry, read_bundle, write_manifest
 from creps.runtime.generate import Runtime
-
-GPU = SimpleNamespace(name=b"Fake GPU\0\0", major=8, minor=7)
-
-
-class Err(enum.IntEnum):
-    cudaSuccess = 0
-
-
-class FakeCudart:
-    """cuda.bindings.runtime's calls as (error, *values) tuples; memory is numpy-backed."""
-
-    cudaError_t = Err
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-
-    def __init__(self):
-        self.blocks, self.copies = {}, []
-
-    def _alloc(self, size):
-        block = np.zeros(size, np.uint8)
-        self.blocks[block.ctypes.data] = block
-        return Err.cudaSuccess, block.ctypes.data
-
-    cudaMalloc = cudaMallocHost = _alloc
-
-    def _free(self, ptr):
-        del self.blocks[int(ptr)]
-        return (Err.cudaSuccess,)
-
-    cudaFree = cudaFreeHost = _free
-
-    def cudaMemcpyAsync(self, dst, src, size, kind, stream):
-        ctypes.memmove(int(dst), int(src), size)
-        self.copies.append((kind, size))
-        return (Err.cudaSuccess,)
-
-    def cudaGetErrorString(self, err):
-        return Err.cudaSuccess, b"fake"
-
-    cudaGetDeviceCount = staticmethod(lambda: (Err.cudaSuccess, 1))
-    cudaGetDevice = staticmethod(lambda: (Err.cudaSuccess, 0))
-    cudaGetDeviceProperties = staticmethod(lambda device: (Err.cudaSuccess, GPU))
-    cudaStreamCreate = cudaEventCreate = staticmethod(lambda: (Err.cudaSuccess, object()))
-    cudaStreamDestroy = cudaEventDestroy = cudaEventSynchronize = staticmethod(lambda *a: (Err.cudaSuccess,))
-    cudaEventRecord = staticmethod(lambda *a: (Err.cudaSuccess,))
-
-
-class FakeContext:
-    def __init__(self, engine):
-        self.engine, self.shapes, self.addresses = engine, {}, {}
-
-    def set_input_shape(self, name, shape):
-        low, _, high = self.engine.get_tensor_profile_shape(name, 0) if name in self.engine.profile else [shape] * 3
-        if not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
-            return False
-        self.shapes[name] = tuple(shape)
-        return True
-
-    def get_tensor_shape(self, name):
-        if name in self.engine.inputs:
-            return self.shapes[name]
-        return output_shapes(self.engine.model, self.engine.stage, self.shapes)[name]
-
-    def set_tensor_address(self, name, ptr):
-        self.addresses[name] = ptr
-
-    def view(self, name):
-        shape = self.get_tensor_shape(name)
-        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[name])
-        return np.frombuffer(buffer, np.float32).reshape(shape)
-
-    def execute_async_v3(self, stream):
-        feeds = {name: self.view(name).copy() for name in self.engine.inputs}
-        for name, value in zip(self.engine.outputs, self.engine.session.run(self.engine.outputs, feeds)):
-            self.view(name)[...] = value
-        return True
-
-
-class FakeEngine:
-    """An 'engine file' is JSON naming the ONNX graph, the stage and the profile."""
-
-    def __init__(self, data: bytes):
-        spec = json.loads(data)
-        self.stage, self.model, self.profile = spec["stage"], spec["model"], spec["profile"]
-        self.session = ort.InferenceSession(spec["graph"], providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.static = {i.name: i.shape for i in self.session.get_inputs() if all(isinstance(d, int) for d in i.shape)}
-        self.num_io_tensors = len(self.inputs) + len(self.outputs)
-
-    def get_tensor_name(self, i):
-        return (self.inputs + self.outputs)[i]
-
-    def get_tensor_mode(self, name):
-        return FakeTrt.TensorIOMode.INPUT if name in self.inputs else FakeTrt.TensorIOMode.OUTPUT
-
-    def get_tensor_dtype(self, name):
-        return FakeTrt.DataType.FLOAT
-
-    def get_tensor_shape(self, name):
-        return self.static.get(name) or [-1]
-
-    def get_tensor_profile_shape(self, name, index):
-        shapes = self.profile[name]
-        return [shapes["min"], shapes["opt"], shapes["max"]]
-
-    def create_execution_context(self):
-        return FakeContext(self)
-
-
-class FakeTrt:
-    __version__ = "10.3.0.30"
-    TensorIOMode = SimpleNamespace(INPUT="in", OUTPUT="out")
-    DataType = SimpleNamespace(FLOAT="f32")
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return FakeEngine(data)
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch):
-    cudart = FakeCudart()
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt)
-    monkeypatch.setattr(trt_backend, "load_cudart", lambda: cudart)
-    return cudart
 
 
 def add_fake_engines(bundle_dir, tile, sizes, **entry_fields):
@@ -173,15 +33,6 @@ def add_fake_engines(bundle_dir, tile, sizes, **entry_fields):
                                                                        "gpu_name": "Fake GPU",
                                                                        "compute_capability": "8.7", **entry_fields})
     write_manifest(bundle.path, {**bundle.manifest, "engines": engines})
-
-
-@pytest.fixture
-def engine_bundle(bundle, tmp_path):
-    import shutil
-
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle, copy)
-    return copy
 
 
 @pytest.mark.parametrize("size, tile", [((40, 24), (16, 8)), ((17, 29), (7, 5))])

@@ -1,0 +1,243 @@
+"""Stand-ins for TensorRT and cuda-python, implementing only the calls docs/tensorrt.md lists.
+
+"Device" memory is host memory (numpy), copies are memmoves, and an "engine" is JSON
+naming its stage's ONNX graph and profile, evaluated with ONNX Runtime between the
+uploads and downloads. The fake builder writes such engines and records what it was
+asked for (network flags, workspace, profiles, timing cache, compatibility).
+"""
+
+import ctypes
+import enum
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from creps.export.trt_plan import output_shapes
+
+class FakeTensor:
+    def __init__(self, value: onnx.ValueInfoProto):
+        self.name = value.name
+        self.shape = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+
+
+class FakeNetwork:
+    def __init__(self, flags):
+        self.flags, self.inputs, self.graph = flags, [], None
+
+    @property
+    def num_inputs(self):
+        return len(self.inputs)
+
+    def get_input(self, i):
+        return self.inputs[i]
+
+
+class FakeParser:
+    def __init__(self, network, logger):
+        self.network, self.num_errors = network, 0
+
+    def parse_from_file(self, path):
+        try:
+            model = onnx.load(path)
+        except Exception:
+            self.num_errors = 1
+            return False
+        self.network.graph = path
+        self.network.inputs = [FakeTensor(v) for v in model.graph.input]
+        return True
+
+    def get_error(self, i):
+        return SimpleNamespace(desc=lambda: "not an ONNX file")
+
+
+class FakeCache:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def serialize(self):
+        return self.data + b"+timed"
+
+
+class FakeConfig:
+    def __init__(self):
+        self.workspace, self.profiles, self.flags, self.cache = None, [], [], None
+        self.hardware_compatibility_level = "none"
+
+    def set_memory_pool_limit(self, pool, size):
+        assert pool == "workspace"
+        self.workspace = size
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
+
+    def create_timing_cache(self, data):
+        return FakeCache(bytes(data))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        self.cache = cache
+
+    def set_flag(self, flag):
+        self.flags.append(flag)
+
+
+class FakeProfile(dict):
+    def set_shape(self, name, low, opt, high):
+        self[name] = {"min": list(low), "opt": list(opt), "max": list(high)}
+
+
+class FakeBuilder:
+    def __init__(self, logger):
+        pass
+
+    def create_network(self, flags):
+        return FakeNetwork(flags)
+
+    def create_builder_config(self):
+        return FakeConfig()
+
+    def create_optimization_profile(self):
+        return FakeProfile()
+
+    def build_serialized_network(self, network, config):
+        stage = network.graph.rsplit("/", 1)[-1].split(".")[0]
+        return json.dumps({"graph": network.graph, "stage": stage, "model": FakeTrt.model,
+                           "profile": dict(config.profiles[0]), "network_flags": network.flags,
+                           "workspace": config.workspace, "flags": config.flags, "cache": config.cache.data.decode(),
+                           "hardware": config.hardware_compatibility_level}).encode()
+
+
+GPU = SimpleNamespace(name=b"Fake GPU\0\0", major=8, minor=7)
+
+
+class Err(enum.IntEnum):
+    cudaSuccess = 0
+
+
+class FakeCudart:
+    """cuda.bindings.runtime's calls as (error, *values) tuples; memory is numpy-backed."""
+
+    cudaError_t = Err
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def __init__(self):
+        self.blocks, self.copies = {}, []
+
+    def _alloc(self, size):
+        block = np.zeros(size, np.uint8)
+        self.blocks[block.ctypes.data] = block
+        return Err.cudaSuccess, block.ctypes.data
+
+    cudaMalloc = cudaMallocHost = _alloc
+
+    def _free(self, ptr):
+        del self.blocks[int(ptr)]
+        return (Err.cudaSuccess,)
+
+    cudaFree = cudaFreeHost = _free
+
+    def cudaMemcpyAsync(self, dst, src, size, kind, stream):
+        ctypes.memmove(int(dst), int(src), size)
+        self.copies.append((kind, size))
+        return (Err.cudaSuccess,)
+
+    def cudaGetErrorString(self, err):
+        return Err.cudaSuccess, b"fake"
+
+    cudaGetDeviceCount = staticmethod(lambda: (Err.cudaSuccess, 1))
+    cudaGetDevice = staticmethod(lambda: (Err.cudaSuccess, 0))
+    cudaGetDeviceProperties = staticmethod(lambda device: (Err.cudaSuccess, GPU))
+    cudaStreamCreate = cudaEventCreate = staticmethod(lambda: (Err.cudaSuccess, object()))
+    cudaStreamDestroy = cudaEventDestroy = cudaEventSynchronize = staticmethod(lambda *a: (Err.cudaSuccess,))
+    cudaEventRecord = staticmethod(lambda *a: (Err.cudaSuccess,))
+
+
+class FakeContext:
+    def __init__(self, engine):
+        self.engine, self.shapes, self.addresses = engine, {}, {}
+
+    def set_input_shape(self, name, shape):
+        low, _, high = self.engine.get_tensor_profile_shape(name, 0) if name in self.engine.profile else [shape] * 3
+        if not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        if name in self.engine.inputs:
+            return self.shapes[name]
+        return output_shapes(self.engine.model, self.engine.stage, self.shapes)[name]
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+
+    def view(self, name):
+        shape = self.get_tensor_shape(name)
+        buffer = (ctypes.c_float * int(np.prod(shape))).from_address(self.addresses[name])
+        return np.frombuffer(buffer, np.float32).reshape(shape)
+
+    def execute_async_v3(self, stream):
+        feeds = {name: self.view(name).copy() for name in self.engine.inputs}
+        for name, value in zip(self.engine.outputs, self.engine.session.run(self.engine.outputs, feeds)):
+            self.view(name)[...] = value
+        return True
+
+
+class FakeEngine:
+    """An 'engine file' is JSON naming the ONNX graph, the stage and the profile."""
+
+    def __init__(self, data: bytes):
+        spec = json.loads(data)
+        self.stage, self.model, self.profile = spec["stage"], spec["model"], spec["profile"]
+        self.session = ort.InferenceSession(spec["graph"], providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.static = {i.name: i.shape for i in self.session.get_inputs() if all(isinstance(d, int) for d in i.shape)}
+        self.num_io_tensors = len(self.inputs) + len(self.outputs)
+
+    def get_tensor_name(self, i):
+        return (self.inputs + self.outputs)[i]
+
+    def get_tensor_mode(self, name):
+        return FakeTrt.TensorIOMode.INPUT if name in self.inputs else FakeTrt.TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return FakeTrt.DataType.FLOAT
+
+    def get_tensor_shape(self, name):
+        return self.static.get(name) or [-1]
+
+    def get_tensor_profile_shape(self, name, index):
+        shapes = self.profile[name]
+        return [shapes["min"], shapes["opt"], shapes["max"]]
+
+    def create_execution_context(self):
+        return FakeContext(self)
+
+
+class FakeTrt:
+    __version__ = "10.3.0.30"
+    model = None  # the bundle's model section, set by the test before a fake build
+    TensorIOMode = SimpleNamespace(INPUT="in", OUTPUT="out")
+    DataType = SimpleNamespace(FLOAT="f32")
+    NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=0)
+    MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+    BuilderFlag = SimpleNamespace(VERSION_COMPATIBLE="version_compatible")
+    HardwareCompatibilityLevel = SimpleNamespace(AMPERE_PLUS="ampere_plus")
+    Builder = FakeBuilder
+    OnnxParser = FakeParser
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return FakeEngine(data)
