@@ -136,13 +136,13 @@ class Trainer:
         self.batch_gpu = opts.batch_gpu or self.local_batch
         self.device = procs.device
         self.outdir = Path(opts.outdir)
-        if procs.is_main:
+        cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
+        if procs.is_main:  # the others wait, then find the prepared images in the cache
             check_writable(self.outdir)
             remove_partial_files(self.outdir)
-            prepare_dataset(opts.data, opts.resolution, Path(opts.cache_dir) if opts.cache_dir else None)
+            prepare_dataset(opts.data, opts.resolution, cache_dir)
         procs.barrier()
-        self.images = load_images(prepare_dataset(opts.data, opts.resolution,
-                                                  Path(opts.cache_dir) if opts.cache_dir else None))
+        self.images = load_images(prepare_dataset(opts.data, opts.resolution, cache_dir))
         self.gcfg = opts.generator_config()
         self.dcfg = opts.discriminator_config()
         torch.manual_seed(opts.seed)
