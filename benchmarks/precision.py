@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from tiny_models import random_generator  # noqa: E402
 
-from creps.calib import Job, calibrate_bundle  # noqa: E402
+from creps.calib import Job, calibrate_bundle, emulate, int8  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import StageRunner, compare, worst  # noqa: E402
 from creps.export import export_bundle  # noqa: E402
@@ -49,6 +49,24 @@ def probe_errors(reference: StageRunner, test: StageRunner) -> dict:
     return worst([compare(reference.image(job, PROBE), test.image(job, PROBE)) for job in ERROR_JOBS])
 
 
+def int8_pixel_variants(activation: dict, int8_reference: StageRunner) -> dict:
+    """What limits INT8: the pixel stage re-quantized with groups of layers kept in float."""
+    model = activation["pixels"]
+    constants = {t.name for t in model.graph.initializer}
+    spatial = emulate.dependent_nodes(model, {"cols", "rows"})
+    layers = [n for n in model.graph.node if n.op_type in int8.QUANTIZED_OPS and n.name in spatial]
+    products = [n.name for n in layers if not constants.intersection(n.input)]
+    groups = {"activation_products_float": products, "output_blocks_float": [n.name for n in layers[-6:]]}
+    groups["both_float"] = groups["activation_products_float"] + groups["output_blocks_float"]
+    feeds = int8.calibration_feeds(activation, ANALYSIS_JOBS, int8.CALIBRATION_PROBE)["pixels"]
+    out = {}
+    for name, exclude in groups.items():
+        quantized = int8.quantize(model, feeds, int8.style_path_nodes(model, "pixels") + exclude)
+        out[name] = {"kept_float": exclude, **probe_errors(int8_reference, StageRunner({**activation,
+                                                                                        "pixels": quantized}))}
+    return out
+
+
 def cross_checks(bundle_dir: Path, G) -> dict:
     """The written FP16 graphs run with ONNX Runtime's own FP16 CPU kernels, and INT8 one stage at a time."""
     bundle = read_bundle(bundle_dir)
@@ -62,6 +80,7 @@ def cross_checks(bundle_dir: Path, G) -> dict:
             {**fp32, "lines": graphs["lines.fp16"], "pixels": graphs["pixels.fp16"]})),
         "int8_lines_only": probe_errors(int8_reference, StageRunner({**activation, "lines": graphs["lines.int8"]})),
         "int8_pixels_only": probe_errors(int8_reference, StageRunner({**activation, "pixels": graphs["pixels.int8"]})),
+        "int8_pixels_only_variants": int8_pixel_variants(activation, int8_reference),
         "probe": f"{PROBE} rows x {PROBE} columns of each error job",
     }
 
