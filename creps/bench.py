@@ -300,7 +300,7 @@ def plot(report: dict, path: Path) -> None:
     ax_eff.bar(x + 0.25, [r["pixels_gflops"] for r in rows], 0.25, label="pixels stage")
     ax_eff.axhline(ceiling, color="k", linestyle="--", label=f"GEMM ceiling {ceiling:.0f}")
     ax_eff.set(ylabel="GFLOP/s", xticks=x, xticklabels=names, title="achieved float32 GFLOP/s")
-    ax_eff.legend(fontsize=8)
+    ax_eff.legend(fontsize=7, loc="lower right")
     ax_rss.bar(x, [r["runtime"]["peak_rss"] / 1e6 for r in rows], 0.5)
     ax_rss.set(ylabel="MB", xticks=x, xticklabels=names, title="peak RSS (streamed PNG)")
     fig.suptitle(f"creps runtime, {report['config']}, {report['machine']['cpu']} x{report['threads']}")
