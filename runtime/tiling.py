@@ -5,10 +5,10 @@ split gives the same numbers as the whole image; the plan only trades speed agai
 memory. Parts are near-equal (sizes differ by at most one) so a backend sees few shapes.
 
 `max_memory` bounds the runtime's working memory: the line features of the whole image
-(kept for the pixel stage: B·32·R floats per line per image) plus the larger of one line
-chunk's and one pixel tile's activations, estimated from the model's widths below.
-Weights, the output image (or the band being streamed) and the libraries' own overhead
-come on top.
+(kept for the pixel stage: B·32·R floats per line per image) plus, for each concurrent
+call, the larger of one line chunk's and one pixel tile's activations, estimated from
+the model's widths below. Weights, the output image (or the band being streamed) and the
+libraries' own overhead come on top.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from creps.errors import CrepsError
 
 FLOAT = 4
-# Fastest measured on a 2-core AVX-512 CPU with ONNX Runtime (creps-bench): tiles that
-# keep a tile's activations near the caches, line chunks big enough for efficient GEMMs.
+# Fastest per call on a 2-core AVX-512 CPU with ONNX Runtime, one thread per call
+# (benchmarks/runtime_tiles.py): 8192-pixel tiles keep a tile's activations near the core's
+# caches (2-4 times larger or smaller tiles ran 5-20% slower), 256-line chunks give the line
+# GEMMs enough rows (512 lines ran 10% slower).
 DEFAULT_TILE = (128, 64)
 DEFAULT_LINES = 256
 UNLIMITED = (1, 1 << 62)
@@ -54,6 +56,8 @@ class LineChunk:
 
 @dataclass(frozen=True)
 class Plan:
+    """What one image of `batch` samples runs as."""
+
     width: int
     height: int
     batch: int
