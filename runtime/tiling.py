@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from creps.errors import CrepsError
 
 FLOAT = 4
-# Fastest per call on a 2-core AVX-512 CPU with ONNX Runtime, one thread per call
-# (benchmarks/runtime_tiles.py): 8192-pixel tiles keep a tile's activations near the core's
-# caches (2-4 times larger or smaller tiles ran 5-20% slower), 256-line chunks give the line
-# GEMMs enough rows (512 lines ran 10% slower).
+# Fastest per call on a 2-core AVX-512 CPU with ONNX Runtime, one thread per call (CPU time
+# of the published config's graphs): 8192-pixel tiles keep a tile's activations near the
+# core's caches (2-4 times larger or smaller tiles ran 5-20% slower), 256-line chunks give
+# the line GEMMs enough rows (512 lines ran 10% slower). benchmarks/runtime_tiles.py
+# re-measures whole images per tile and chunk.
 DEFAULT_TILE = (128, 64)
 DEFAULT_LINES = 256
 UNLIMITED = (1, 1 << 62)
