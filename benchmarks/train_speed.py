@@ -7,7 +7,7 @@ intervals), so images/s = batch / that, and the R1 / path-length shares are
 (Dreg/16) / step and (Greg/4) / step.
 
 Configs, at batch 4:
-- the bundled default model's (64x64, --cbase 2048 --cmax 64 --z-dim 128 --map-depth 2);
+- the bundled default model's (64x64, --cbase 512 --cmax 32 --z-dim 64 --map-depth 2);
 - the published 256 config (GeneratorConfig() defaults: G channel_base 65536 / max 1024,
   z = w = 512, 8 mapping layers), with the original's default D (--cbase 32768 --cmax 512).
 
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_speed.json"
 BATCH = 4
 CONFIGS = {  # name -> (TrainOptions overrides, timed steps)
-    "default model (64x64, G 4096/128, z 128, map 2)":
-        (dict(resolution=64, cbase=2048, cmax=64, z_dim=128, map_depth=2), 3),
+    "default model (64x64, G 1024/64, D 512/32, z 64, map 2)":
+        (dict(resolution=64, cbase=512, cmax=32, z_dim=64, map_depth=2), 3),
     "published 256 (GeneratorConfig() defaults; D 32768/512)":
         (dict(resolution=256, cbase=32768, cmax=512, z_dim=512, map_depth=8), 1),
 }
