@@ -18,45 +18,26 @@ from creps.errors import CrepsError
 EXIT_ERROR = 1
 
 
-class SizeType(click.ParamType):
-    name = "WxH"
+class ParsedType(click.ParamType):
+    """A click type backed by one of creps.grid's parsers (ValueError -> click's usage error)."""
+
+    def __init__(self, name: str, parse, parsed: type):
+        self.name = name
+        self.parse = parse
+        self.parsed = parsed
 
     def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
+        if isinstance(value, self.parsed):
             return value
         try:
-            return grid.parse_size(value)
+            return self.parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-class SeedsType(click.ParamType):
-    name = "SEEDS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        try:
-            return grid.parse_seeds(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class WindowType(click.ParamType):
-    name = "x0,y0,x1,y1"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            return grid.parse_window(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-SIZE = SizeType()
-SEEDS = SeedsType()
-WINDOW = WindowType()
+SIZE = ParsedType("WxH", grid.parse_size, tuple)
+SEEDS = ParsedType("SEEDS", grid.parse_seeds, list)
+WINDOW = ParsedType("x0,y0,x1,y1", grid.parse_window, tuple)
 FIT = click.Choice(grid.FITS)
 
 
