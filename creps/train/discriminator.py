@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from creps.model import SQRT_HALF, lrelu_gain
+from creps.model import SQRT_HALF, FullyConnectedLayer, lrelu_gain
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,6 @@ class Conv2d(nn.Module):
         if self.activate:
             x = lrelu_gain(x)
         return x.clamp(-self.clamp, self.clamp) if self.clamp is not None else x
-
-
-class Linear(nn.Module):
-    def __init__(self, in_features, out_features, activate=True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.gain = 1 / math.sqrt(in_features)
-        self.activate = activate
-
-    def forward(self, x):  # (N, in) -> (N, out)
-        x = F.linear(x, self.weight * self.gain, self.bias)
-        return lrelu_gain(x) if self.activate else x
 
 
 def blur_downsample(x: torch.Tensor) -> torch.Tensor:
@@ -121,8 +108,8 @@ class Discriminator(nn.Module):
         )
         c4 = cfg.channels(4)
         self.conv = Conv2d(c4 + 1, c4, 3, clamp=cfg.clamp)
-        self.fc = Linear(c4 * 16, c4)
-        self.out = Linear(c4, 1, activate=False)
+        self.fc = FullyConnectedLayer(c4 * 16, c4, lrelu=True)
+        self.out = FullyConnectedLayer(c4, 1)
 
     def forward(self, img):
         N = img.shape[0]
