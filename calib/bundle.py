@@ -17,6 +17,7 @@ import onnx
 from creps.calib import fp16, int8
 from creps.calib.samples import DEFAULT_JOBS, Job
 from creps.errors import BundleError
+from creps.export.signature import io_signature
 from creps.files import atomic_path
 from creps.runtime.bundle import file_entry, graph_key, read_bundle, write_manifest
 
@@ -53,8 +54,6 @@ def activation_form_models(bundle, G) -> dict[str, onnx.ModelProto]:
 
 
 def _write_graph(bundle, manifest: dict, stage: str, precision: str, model: onnx.ModelProto, **fields) -> None:
-    from creps.export.graphs import io_signature
-
     file = f"{stage}.{precision}.onnx"
     with atomic_path(bundle.path / file) as tmp:
         onnx.save(model, tmp)

@@ -20,11 +20,11 @@ import torch
 from torch.export import Dim
 
 from creps.export import stages
+from creps.export.signature import MIN_OPSET, io_signature  # noqa: F401  (torch-free; re-exported here)
 from creps.model import Generator
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET = 17
 EXAMPLE_BATCH = 2
 EXAMPLE_HEIGHT = 19
 EXAMPLE_WIDTH = 23
@@ -151,16 +151,3 @@ def check_graph(model: onnx.ModelProto, stage: str) -> None:
     bad = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx") or n.op_type in FORBIDDEN_OPS})
     if bad:
         raise ValueError(f"{stage}: graph uses non-portable ops {', '.join(bad)}")
-
-
-def io_signature(model: onnx.ModelProto) -> dict[str, list[dict]]:
-    """{'inputs': [{name, dtype, shape}], 'outputs': [...]}; dynamic axes by name."""
-
-    def describe(value: onnx.ValueInfoProto) -> dict:
-        tensor = value.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        shape = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in tensor.shape.dim]
-        return {"name": value.name, "dtype": dtype, "shape": shape}
-
-    return {"inputs": [describe(v) for v in model.graph.input],
-            "outputs": [describe(v) for v in model.graph.output]}
