@@ -1,20 +1,46 @@
-"""creps-export: a checkpoint -> a bundle of staged ONNX graphs, checked against PyTorch."""
+"""creps-export: a checkpoint -> a bundle of staged ONNX graphs, checked against PyTorch.
+
+PyTorch is imported only where a checkpoint is read (`load_checkpoint`), so that engines
+(`--trt`, `--dry-run`) build from an existing bundle on a device that has TensorRT but no
+PyTorch, as JetPack installs it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from creps.cli import SIZE, entry_point
-from creps.export.graphs import MIN_OPSET
-from creps.generate import resolve_network
+from creps.errors import CrepsError
+from creps.export.signature import MIN_OPSET
 from creps.runtime.cli import memory_option
+from creps.runtime.default import EXPORTER_NEEDS
 
 
 def parse_sizes(ctx, param, value):
     """'512x512,2048x512' -> [(512, 512), (2048, 512)] (None: the training resolution)."""
     return None if value is None else [SIZE.convert(part, param, ctx) for part in value.split(",")]
+
+
+def load_checkpoint(network: Path | None, purpose: str):
+    """(checkpoint path, generator) of `network` or the bundled default model; one clear
+    error naming `purpose` when the PyTorch side (torch, onnx, ...) is not installed."""
+    missing = []
+    for name in EXPORTER_NEEDS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise CrepsError(f"{purpose} needs {', '.join(missing)} (not installed here): pip install 'creps[export]'; "
+                         "building engines from an existing bundle does not (creps-export --out DIR --trt)")
+    from creps.checkpoint import load_generator
+    from creps.generate import resolve_network
+
+    path = resolve_network(network)
+    return path, load_generator(path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,38 +89,41 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
     """
     if not (with_onnx or fp16 or int8 or trt):
         raise click.UsageError("nothing to export: pass --onnx and/or --fp16, --int8, --trt")
-    from creps.checkpoint import load_generator
-
     has_bundle = (out / "manifest.json").is_file()
     if not (with_onnx or has_bundle or dry_run):
         raise click.UsageError(f"{out} is not a bundle: pass --onnx to export one there, or --out an existing bundle")
-    if with_onnx or int8 or not has_bundle:  # a checkpoint is needed (INT8 re-exports folded graphs)
-        network = resolve_network(network)
-    G = load_generator(network) if with_onnx else None
+    G = None
+    if with_onnx or not has_bundle:
+        network, G = load_checkpoint(network, "--onnx" if with_onnx else f"--dry-run without a bundle at {out}")
     if dry_run:
         from creps.export.trt_plan import build_plan
-        from creps.export.writer import model_section
         from creps.runtime.bundle import read_bundle
 
-        manifest = (read_bundle(out, verify_hashes=False).manifest if has_bundle and not with_onnx
-                    else {"model": model_section(G or load_generator(network), None), "graphs": {}})
+        if G is None:
+            manifest = read_bundle(out, verify_hashes=False).manifest
+        else:
+            from creps.export.writer import model_section
+
+            manifest = {"model": model_section(G, None), "graphs": {}}
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
         for line in build_plan(manifest, precision, sizes, batch, max_memory, tile, workspace=workspace,
                                strict=False).describe():
             click.echo(line)
         return
-    bundle = out
     if with_onnx:
-        from creps.export import export_bundle
+        from creps.export.writer import export_bundle
 
-        bundle = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
-                               progress=True)
-        click.echo(f"wrote {bundle}")
+        out = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
+                            progress=True)
+        click.echo(f"wrote {out}")
     if fp16 or int8 or trt:
         from creps.export.trt import precision_and_engines
 
-        precision_and_engines(bundle, fp16=fp16, int8=int8, trt=trt, load_G=lambda: G or load_generator(network),
-                              sizes=sizes, batch=batch, tile=tile, max_memory=max_memory, workspace=workspace,
+        def load_G():  # INT8 calibration re-exports folded graphs from the checkpoint
+            return G or load_checkpoint(network, "--int8 on this bundle")[1]
+
+        precision_and_engines(out, fp16=fp16, int8=int8, trt=trt, load_G=load_G, sizes=sizes, batch=batch,
+                              tile=tile, max_memory=max_memory, workspace=workspace,
                               timing_cache=timing_cache, version_compatible=version_compatible,
                               hardware="ampere_plus" if hardware_compatible else "none", echo=click.echo)
 
