@@ -2,13 +2,20 @@
 
 The published config (random weights) is exported once into a temporary bundle. Each
 measurement runs in a fresh subprocess, so its peak RSS is its own: the runtime writes a
-streamed PNG as `creps-run` does (ONNX Runtime CPU, all cores), and the project's PyTorch
-model (eager; the better of all cores and one thread) generates the same size where it
-fits in memory. Arithmetic comes from
-the cost formulas of CREPS_MODEL.md (multiply-adds x 2 = FLOP) and is set against the
-machine's float32 GEMM ceiling, a large MatMul through ONNX Runtime measured in the same
-run. Also measured: tiling overhead (default tile and line chunk vs one tile and one
-chunk) and the peak-RSS ratio of 8192x2048 to 1024x256. Writes a table, JSON and a plot.
+streamed PNG as `creps-run` does, on one backend (`--backend`: ONNX Runtime CPU on all
+cores by default, ONNX Runtime CUDA, or TensorRT with fp32 engines built for the
+benchmarked sizes), and the project's PyTorch model (eager on the CPU; the better of all
+cores and one thread) generates the same size where it fits in memory. Arithmetic comes
+from the cost formulas of CREPS_MODEL.md (multiply-adds x 2 = FLOP) and is set against
+the float32 GEMM ceiling of the backend's device, a large MatMul through ONNX Runtime
+(CPU, or CUDA with its data on the GPU) measured in the same run; TensorRT gets no
+ceiling (a MatMul engine would need a build of its own). Also measured: tiling overhead
+(default tile and line chunk vs one tile and one chunk; not on TensorRT, whose profiles
+do not take the whole image as one tile) and the peak-RSS ratio of 8192x2048 to
+1024x256 (host memory; device memory is not measured). Issue 5's targets are judged on
+the CPU run only. A backend that cannot run here stops the command before the export.
+Writes a table, JSON and a plot: runtime.json/.png for ort-cpu, runtime-BACKEND.json/.png
+otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ import click
 import numpy as np
 
 from creps.cli import entry_point
+from creps.errors import CrepsError
+from creps.files import atomic_path
+from creps.runtime.backends import ORT_PROVIDERS, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,10 @@ OVERHEAD_SIZES = ((512, 512), (2048, 512))
 ORIGINAL_512_SECONDS = 5.5  # the original code, eager PyTorch, 512x512 on this machine (issue 5)
 QUICK_CONFIG = dict(z_dim=64, w_dim=64, img_resolution=32, mapping_layers=2, channel_base=2048, channel_max=64)
 WORKER = "from creps.bench import worker; worker()"
+BENCH_BACKENDS = ("ort-cpu", "ort-cuda", "tensorrt")
+ORT_DEVICES = {"ort-cpu": "cpu", "ort-cuda": "cuda"}
+NO_CEILING = "GEMM ceiling measured for ort-cpu and ort-cuda only (a TensorRT MatMul needs an engine build of its own)"
+NO_ONE_TILE = "not measured on tensorrt: the engines' profiles do not take the whole image as one tile and one chunk"
 
 
 # ---- arithmetic (CREPS_MODEL.md): multiply-adds per line slot and per pixel ----------------
@@ -72,24 +86,78 @@ def peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
 
 
-def gemm_ceiling(threads: int, n: int = 2048, rows: int = 4096, repeats: int = 5) -> float:
-    """float32 GFLOP/s of one large MatMul through ONNX Runtime (best of `repeats`)."""
+def matmul_session(backend: str, threads: int, n: int):
+    """An ONNX Runtime session of x (rows, n) @ W (n, n) on the backend's provider, or
+    BackendUnavailable when ONNX Runtime cannot use that provider here (it would otherwise
+    fall back to the CPU without an error)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((n, n), np.float32), "W")
+    provider = ORT_PROVIDERS[backend]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(f"{backend}: this onnxruntime has no {provider} "
+                                 "(install onnxruntime-gpu matching your CUDA, or use --backend ort-cpu)")
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "W")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])], [weight])
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", n])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    x = rng.standard_normal((rows, n), np.float32)
-    session.run(None, {"x": x})
-    best = min(timed(lambda: session.run(None, {"x": x})) for _ in range(repeats))
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=[provider])
+    if session.get_providers()[0] != provider:
+        raise BackendUnavailable(f"{backend}: ONNX Runtime cannot use {provider} here "
+                                 f"(it fell back to {session.get_providers()[0]}; is there a usable GPU?)")
+    return session
+
+
+def gemm_ceiling(threads: int, n: int = 2048, rows: int = 4096, repeats: int = 5, backend: str = "ort-cpu") -> float:
+    """float32 GFLOP/s of one large MatMul through ONNX Runtime on the backend's device,
+    input and output kept on that device (best of `repeats`)."""
+    import onnxruntime as ort
+
+    session = matmul_session(backend, threads, n)
+    device = ORT_DEVICES[backend]
+    binding = session.io_binding()
+    x = np.random.default_rng(1).standard_normal((rows, n), np.float32)  # (rows, n)
+    binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+    binding.bind_output("y", device)
+
+    def once():
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    once()
+    best = min(timed(once) for _ in range(repeats))
     return 2 * rows * n * n / best / 1e9
+
+
+def gpu_name() -> str | None:
+    """The CUDA device's name through cuda-python, if it is installed."""
+    from creps.runtime.trt import current_device, load_cudart
+
+    try:
+        return current_device(load_cudart()).name
+    except CrepsError:  # no cuda-python, or it cannot see the device
+        return None
+
+
+def backend_device(backend: str, threads: int) -> str:
+    """What `backend` runs on, checked before any export: BackendUnavailable (one line)
+    when it cannot run here."""
+    if backend == "ort-cpu":
+        return cpu_name()
+    if backend == "ort-cuda":
+        import onnxruntime as ort
+
+        matmul_session(backend, threads, 64)
+        return f"{gpu_name() or 'CUDA GPU'}, onnxruntime {ort.__version__}"
+    from creps.runtime.trt import current_device, load_cudart, load_tensorrt
+
+    trt = load_tensorrt()
+    device = current_device(load_cudart())
+    return f"{device.name} (compute capability {device.compute_capability}), TensorRT {trt.__version__}"
 
 
 def timed(fn) -> float:
@@ -104,13 +172,24 @@ class StageTimer:
 
     def __init__(self, backend):
         self.backend, self.name, self.spans = backend, backend.name, {}
+        if hasattr(backend, "run_stream"):  # keep the backend's pipelining (TensorRT)
+            self.run_stream = self._run_stream
+
+    def _span(self, stage, start):
+        first, _ = self.spans.get(stage, (start, 0.0))
+        self.spans[stage] = (min(first, start), time.perf_counter())
 
     def run(self, stage, feeds):
         start = time.perf_counter()
         out = self.backend.run(stage, feeds)
-        first, _ = self.spans.get(stage, (start, 0.0))
-        self.spans[stage] = (min(first, start), time.perf_counter())
+        self._span(stage, start)
         return out
+
+    def _run_stream(self, stage, calls):
+        start = time.perf_counter()
+        for out in self.backend.run_stream(stage, calls):
+            self._span(stage, start)
+            yield out
 
     def shape_range(self, stage, input):
         return self.backend.shape_range(stage, input)
@@ -126,9 +205,10 @@ def run_runtime(job: dict) -> dict:
     from creps.runtime import Runtime, read_bundle
     from creps.runtime.backends import OrtBackend
 
-    size = tuple(job["size"])
-    # The whole image in one call uses every core inside that call (a fair untiled baseline).
-    backend = OrtBackend(read_bundle(job["bundle"]), concurrent=False) if job.get("one_call") else "ort-cpu"
+    size, backend = tuple(job["size"]), job["backend"]
+    if job.get("one_call") and backend == "ort-cpu":
+        # The whole image in one call uses every core inside that call (a fair untiled baseline).
+        backend = OrtBackend(read_bundle(job["bundle"]), concurrent=False)
     runtime = Runtime(job["bundle"], backend=backend, tile=job.get("tile"), line_chunk=job.get("line_chunk"))
     runtime.generate(0, (64, 64))  # sessions and arenas warm
     timer = runtime.backend = StageTimer(runtime.backend)
@@ -201,12 +281,19 @@ def size_name(size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def measure(bundle: Path, model: dict, config: dict, sizes, threads: int, with_torch: bool) -> dict:
+def build_engines(bundle: Path, sizes) -> None:
+    """fp32 TensorRT engines whose profiles cover `sizes`, as `creps-export --trt --sizes` builds them."""
+    from creps.export.trt import precision_and_engines
+
+    precision_and_engines(bundle, fp16=False, int8=False, trt=True, sizes=list(sizes), echo=log.info)
+
+
+def measure(bundle: Path, backend: str, model: dict, config: dict, sizes, threads: int, with_torch: bool) -> dict:
     rows = []
     for size in sizes:
         cost = flops(model, *size)
         repeats = 3 if size[0] * size[1] <= 1 << 20 else 1
-        job = {"kind": "runtime", "bundle": str(bundle), "size": list(size), "repeats": repeats}
+        job = {"kind": "runtime", "bundle": str(bundle), "backend": backend, "size": list(size), "repeats": repeats}
         result = in_subprocess(job)
         row = {"size": size_name(size), "gflop": cost["total"] / 1e9, "runtime": result,
                "gflops": cost["total"] / result["seconds"] / 1e9,
@@ -226,35 +313,40 @@ def measure(bundle: Path, model: dict, config: dict, sizes, threads: int, with_t
     return {"rows": rows}
 
 
-def measure_overhead(bundle: Path, sizes) -> list[dict]:
+def measure_overhead(bundle: Path, backend: str, sizes) -> list[dict]:
     """Default tile and line chunk vs the whole image as one lines call and one pixels call."""
     out = []
     for size in sizes:
-        default = in_subprocess({"kind": "runtime", "bundle": str(bundle), "size": list(size), "repeats": 3})
-        whole = in_subprocess({"kind": "runtime", "bundle": str(bundle), "size": list(size), "repeats": 3,
-                               "tile": list(size), "line_chunk": sum(size), "one_call": True})
+        job = {"kind": "runtime", "bundle": str(bundle), "backend": backend, "size": list(size), "repeats": 3}
+        default = in_subprocess(job)
+        whole = in_subprocess({**job, "tile": list(size), "line_chunk": sum(size), "one_call": True})
         out.append({"size": size_name(size), "default_seconds": default["seconds"], "default_tile": default["tile"],
                     "one_tile_seconds": whole["seconds"], "overhead": default["seconds"] / whole["seconds"] - 1})
     return out
 
 
 def table(report: dict) -> str:
+    """The report as text; the ceiling column only where a ceiling was measured on the backend's device."""
     ceiling = report["gemm_ceiling_gflops"]
-    lines = [f"GEMM ceiling (ONNX Runtime MatMul, {report['threads']} threads): {ceiling:.0f} GFLOP/s",
-             f"{'size':>10} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} {'ceiling':>8} {'lines s':>8} "
-             f"{'pixels s':>8} {'RSS MB':>7} {'torch s':>8} {'speedup':>8} {'torch MB':>8}"]
+    lines = [f"backend {report['backend']} on {report['device']}",
+             f"GEMM ceiling ({report['gemm_ceiling']}): {ceiling:.0f} GFLOP/s" if ceiling
+             else f"no GEMM ceiling: {report['gemm_ceiling']}",
+             f"{'size':>10} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} " + (f"{'ceiling':>8} " if ceiling else "")
+             + f"{'lines s':>8} {'pixels s':>8} {'RSS MB':>7} {'torch CPU s':>11} {'speedup':>8} {'torch MB':>8}"]
     for row in report["rows"]:
         rt, pt = row["runtime"], row.get("torch")
         lines.append(
             f"{row['size']:>10} {row['gflop']:7.1f} {rt['seconds']:8.3f} {row['gflops']:8.1f} "
-            f"{row['gflops'] / ceiling:8.0%} {rt['stages']['lines']:8.3f} {rt['stages']['pixels']:8.3f} "
-            f"{rt['peak_rss'] / 1e6:7.0f} "
-            + (f"{pt['seconds']:8.2f} {pt['seconds'] / rt['seconds']:7.1f}x {pt['peak_rss'] / 1e6:8.0f}" if pt
+            + (f"{row['gflops'] / ceiling:8.0%} " if ceiling else "")
+            + f"{rt['stages']['lines']:8.3f} {rt['stages']['pixels']:8.3f} {rt['peak_rss'] / 1e6:7.0f} "
+            + (f"{pt['seconds']:11.2f} {pt['seconds'] / rt['seconds']:7.1f}x {pt['peak_rss'] / 1e6:8.0f}" if pt
                else f"  ({row['torch_skipped']})"))
     for o in report["tiling_overhead"]:
         lines.append(f"tiling overhead at {o['size']}: default tile {o['default_tile']} {o['default_seconds']:.3f} s "
                      f"vs one tile {o['one_tile_seconds']:.3f} s: {o['overhead']:+.1%}")
-    lines.append(f"peak RSS {report['rss_ratio']['large']} / {report['rss_ratio']['small']}: "
+    if "tiling_overhead_skipped" in report:
+        lines.append(f"tiling overhead {report['tiling_overhead_skipped']}")
+    lines.append(f"peak RSS (host) {report['rss_ratio']['large']} / {report['rss_ratio']['small']}: "
                  f"{report['rss_ratio']['ratio']:.2f}")
     for target in report.get("targets", []):
         lines.append(f"target {target['name']}: {target['value']:.3g} (want {target['want']}) "
@@ -290,22 +382,24 @@ def plot(report: dict, path: Path) -> None:
     fig, (ax_time, ax_eff, ax_rss) = plt.subplots(1, 3, figsize=(15, 4.5))
     runtime_s = [r["runtime"]["seconds"] for r in rows]
     torch_s = [r["torch"]["seconds"] if "torch" in r else np.nan for r in rows]
-    ax_time.bar(x - 0.2, runtime_s, 0.4, label="creps-run (ONNX Runtime CPU)")
-    ax_time.bar(x + 0.2, torch_s, 0.4, label="PyTorch eager (project model)")
+    ax_time.bar(x - 0.2, runtime_s, 0.4, label=f"creps-run ({report['backend']})")
+    ax_time.bar(x + 0.2, torch_s, 0.4, label="PyTorch eager on the CPU (project model)")
     ax_time.set(yscale="log", ylabel="seconds per image", xticks=x, xticklabels=names, title="time")
     ax_time.legend(fontsize=8, loc="upper left")
-    ceiling = report["gemm_ceiling_gflops"]
     ax_eff.bar(x - 0.25, [r["gflops"] for r in rows], 0.25, label="end to end")
     ax_eff.bar(x, [r["lines_gflops"] for r in rows], 0.25, label="lines stage")
     ax_eff.bar(x + 0.25, [r["pixels_gflops"] for r in rows], 0.25, label="pixels stage")
-    ax_eff.axhline(ceiling, color="k", linestyle="--", label=f"GEMM ceiling {ceiling:.0f}")
+    ceiling = report["gemm_ceiling_gflops"]
+    if ceiling:
+        ax_eff.axhline(ceiling, color="k", linestyle="--", label=f"GEMM ceiling {ceiling:.0f}")
     ax_eff.set(ylabel="GFLOP/s", xticks=x, xticklabels=names, title="achieved float32 GFLOP/s")
     ax_eff.legend(fontsize=7, loc="lower right")
     ax_rss.bar(x, [r["runtime"]["peak_rss"] / 1e6 for r in rows], 0.5)
-    ax_rss.set(ylabel="MB", xticks=x, xticklabels=names, title="peak RSS (streamed PNG)")
-    fig.suptitle(f"creps runtime, {report['config']}, {report['machine']['cpu']} x{report['threads']}")
+    ax_rss.set(ylabel="MB", xticks=x, xticklabels=names, title="peak host RSS (streamed PNG)")
+    cores = f" x{report['threads']}" if report["backend"] == "ort-cpu" else ""
+    fig.suptitle(f"creps runtime, {report['config']}, {report['backend']} on {report['device']}{cores}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -317,54 +411,78 @@ def cpu_name() -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
-              show_default=True, help="Folder for runtime.json and runtime.png.")
+              show_default=True, help="Folder for runtime.json and runtime.png (runtime-BACKEND.* for a GPU backend).")
+@click.option("--backend", type=click.Choice(BENCH_BACKENDS), default="ort-cpu", show_default=True,
+              help="What creps-run runs on; tensorrt builds fp32 engines for the benchmarked sizes first.")
 @click.option("--quick", is_flag=True, help="A tiny config at small sizes: checks the script, measures nothing.")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
-              help="Also time the project's PyTorch model (eager).")
-def cli(out, quick, with_torch):
-    """Benchmark creps-run at the published 256 config (random weights): time, peak RSS,
-    GFLOP/s against the GEMM ceiling, line/pixel split, tiling overhead, PyTorch eager.
+              help="Also time the project's PyTorch model (eager, on the CPU).")
+def cli(out, backend, quick, with_torch):
+    """Benchmark creps-run at the published 256 config (random weights): time, peak host RSS,
+    GFLOP/s against the GEMM ceiling of the backend's device (ort-cpu and ort-cuda),
+    line/pixel split, tiling overhead, PyTorch eager on the CPU. Issue 5's targets are
+    judged for ort-cpu only. A backend that cannot run here stops it before the export.
 
     \b
     Example:
-      creps-bench                      # a few minutes on 2 cores; writes benchmarks/results/
+      creps-bench                      # a few minutes on 2 cores; writes benchmarks/results/runtime.*
+      creps-bench --backend tensorrt   # on a GPU: builds engines, writes runtime-tensorrt.*
       creps-bench --quick --out /tmp/bench
     """
     from creps.runtime.backends import available_cores
 
+    threads = available_cores()
+    device = backend_device(backend, threads)
     config = QUICK_CONFIG if quick else {}
     sizes = ((64, 64), (96, 32)) if quick else SIZES
     rss_sizes = ((64, 16), (256, 64)) if quick else (RSS_SMALL, RSS_LARGE)
-    threads = available_cores()
     with tempfile.TemporaryDirectory() as folder:
         click.echo("exporting the benchmark model ...", err=True)
         bundle, model = export_model(config, Path(folder))
+        if backend == "tensorrt":
+            click.echo("building TensorRT engines ...", err=True)
+            build_engines(bundle, dict.fromkeys(sizes + rss_sizes))
         load_start = os.getloadavg()
-        ceiling = gemm_ceiling(threads)
+        gemm = dict(n=256, rows=1024) if quick else {}
+        ceiling = gemm_ceiling(threads, backend=backend, **gemm) if backend in ORT_DEVICES else None
         report = {"config": "quick" if quick else "published 256 (random weights)", "model": model,
-                  "threads": threads, "gemm_ceiling_gflops": ceiling,
+                  "backend": backend, "device": device, "threads": threads, "gemm_ceiling_gflops": ceiling,
+                  "gemm_ceiling": (f"ONNX Runtime MatMul on {ORT_PROVIDERS[backend]}, "
+                                   + (f"{threads} threads" if backend == "ort-cpu" else "data on the GPU"))
+                  if ceiling else NO_CEILING,
+                  "peak_rss": "host memory of the measuring process; device memory is not measured",
                   "machine": {"cpu": cpu_name(), "cores": threads, "load_average_start": load_start},
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  **measure(bundle, model, config, sizes, threads, with_torch)}
+                  **measure(bundle, backend, model, config, sizes, threads, with_torch)}
         rss = {row["size"]: row["runtime"] for row in report["rows"]}  # each row ran in a fresh process
         for size in rss_sizes:
             if size_name(size) not in rss:
-                rss[size_name(size)] = in_subprocess({"kind": "runtime", "bundle": str(bundle), "size": list(size),
-                                                      "repeats": 1})
+                rss[size_name(size)] = in_subprocess({"kind": "runtime", "bundle": str(bundle), "backend": backend,
+                                                      "size": list(size), "repeats": 1})
         small, large = (size_name(s) for s in rss_sizes)
         report["rss_ratio"] = {"small": small, "large": large, "small_bytes": rss[small]["peak_rss"],
                                "large_bytes": rss[large]["peak_rss"],
                                "ratio": rss[large]["peak_rss"] / rss[small]["peak_rss"]}
-        report["tiling_overhead"] = measure_overhead(bundle, sizes[:1] if quick else OVERHEAD_SIZES)
+        if backend == "tensorrt":
+            report["tiling_overhead"], report["tiling_overhead_skipped"] = [], NO_ONE_TILE
+        else:
+            report["tiling_overhead"] = measure_overhead(bundle, backend, sizes[:1] if quick else OVERHEAD_SIZES)
         report["machine"]["load_average_end"] = os.getloadavg()
-        report["gemm_ceiling_end_gflops"] = gemm_ceiling(threads)
-    if not quick:
+        report["gemm_ceiling_end_gflops"] = gemm_ceiling(threads, backend=backend, **gemm) if ceiling else None
+    if not quick and backend == "ort-cpu":
         report["targets"] = targets(report)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out / "runtime.png")
+    write_report(report, out)
+
+
+def write_report(report: dict, out: Path) -> None:
+    """runtime.json/.png for ort-cpu, runtime-BACKEND.json/.png for another backend."""
+    stem = "runtime" if report["backend"] == "ort-cpu" else f"runtime-{report['backend']}"
+    with atomic_path(out / f"{stem}.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_path(out / f"{stem}.png") as tmp:
+        plot(report, tmp)
     click.echo(table(report))
-    click.echo(f"wrote {out / 'runtime.json'} and {out / 'runtime.png'}")
+    click.echo(f"wrote {out / stem}.json and {out / stem}.png")
 
 
 main = entry_point(cli)

@@ -31,3 +31,149 @@ def test_small_config_by_hand():
     assert line_macs_per_slot(model) == 16 * 16 + 16 * 8 + 8 * 8 + 8 * 4
     decoder = 4 * 8 + 8 * 16 + 16 * 8 + 8 * 4
     assert pixel_macs(model) == 4 * 2 + decoder + 4 * 3 + (4 * 16 + 16 * 16 + 16 * 3) + (16 * 8 + 8 * 8 + 8 * 3)
+
+
+# ---- the command: backends, quick run, report files ------------------------------------------
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402
+
+from creps import bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_bundle(tmp_path_factory):
+    """The --quick model exported once for this module: (bundle, model section)."""
+    return bench.export_model(bench.QUICK_CONFIG, tmp_path_factory.mktemp("bench"))
+
+
+def run_bench(monkeypatch, *args) -> int:
+    """creps-bench through its console-script entry point; the exit code."""
+    monkeypatch.setattr(sys, "argv", ["creps-bench", *args])
+    with pytest.raises(SystemExit) as exited:
+        bench.main()
+        raise SystemExit(0)
+    return exited.value.code
+
+
+def no_export(*args):
+    pytest.fail("exported before checking the backend")
+
+
+@pytest.mark.parametrize("backend", ["ort-cuda", "tensorrt"])
+def test_unavailable_backend_is_one_line_before_export(backend, monkeypatch, capsys, tmp_path):
+    if backend == "ort-cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
+    monkeypatch.setattr(bench, "export_model", no_export)
+    assert run_bench(monkeypatch, "--backend", backend, "--quick", "--out", str(tmp_path / "out")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {backend}: "), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_cuda_provider_that_falls_back_to_the_cpu_is_refused(monkeypatch):
+    """onnxruntime-gpu without a usable GPU runs CUDA sessions on the CPU, silently."""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(bench.BackendUnavailable, match="fell back to CPUExecutionProvider"):
+        bench.backend_device("ort-cuda", 1)
+
+
+def test_quick_ort_cpu(quick_bundle, monkeypatch, capsys, tmp_path):
+    bundle = tmp_path / "bundle"
+    monkeypatch.setattr(bench, "export_model", lambda config, folder: (shutil.copytree(quick_bundle[0], bundle),
+                                                                       quick_bundle[1]))
+    out = tmp_path / "out"
+    assert run_bench(monkeypatch, "--backend", "ort-cpu", "--quick", "--no-torch", "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["runtime.json", "runtime.png"]
+    report = json.loads((out / "runtime.json").read_text())
+    assert report["backend"] == "ort-cpu" and report["device"] == bench.cpu_name()
+    assert report["gemm_ceiling_gflops"] > 0 and "CPUExecutionProvider" in report["gemm_ceiling"]
+    assert [row["size"] for row in report["rows"]] == ["64x64", "96x32"]
+    for row, size in zip(report["rows"], [(64, 64), (96, 32)]):
+        seconds, stages = row["runtime"]["seconds"], row["runtime"]["stages"]
+        assert 0 < stages["lines"] + stages["pixels"] <= seconds
+        cost = bench.flops(report["model"], *size)
+        assert row["gflops"] == pytest.approx(cost["total"] / seconds / 1e9)
+        assert row["pixels_gflops"] == pytest.approx(cost["pixels"] / stages["pixels"] / 1e9)
+    assert [o["size"] for o in report["tiling_overhead"]] == ["64x64"]
+    assert "targets" not in report  # --quick measures nothing to judge
+    table = capsys.readouterr().out
+    assert "backend ort-cpu on" in table and "ceiling" in table.splitlines()[2]
+
+
+def device_report(report: dict, backend: str) -> dict:
+    """A CPU report as a GPU run without a ceiling would leave it (for the table and files)."""
+    return {**report, "backend": backend, "device": "Some GPU", "gemm_ceiling_gflops": None,
+            "gemm_ceiling": bench.NO_CEILING, "tiling_overhead": [], "tiling_overhead_skipped": bench.NO_ONE_TILE}
+
+
+def test_device_report_has_no_cpu_ceiling_and_its_own_files(tmp_path):
+    row = {"size": "64x64", "gflop": 1.0, "gflops": 100.0, "lines_gflops": 90.0, "pixels_gflops": 110.0,
+           "runtime": {"seconds": 0.01, "stages": {"lines": 0.002, "pixels": 0.007}, "peak_rss": 9e7},
+           "torch": {"seconds": 0.05, "peak_rss": 3e8}}
+    cpu = {"config": "quick", "backend": "ort-cpu", "device": "CPU", "threads": 2, "gemm_ceiling_gflops": 200.0,
+           "gemm_ceiling": "ONNX Runtime MatMul on CPUExecutionProvider, 2 threads", "rows": [row],
+           "tiling_overhead": [], "rss_ratio": {"small": "64x16", "large": "256x64", "ratio": 1.2}}
+    assert "50%" in bench.table(cpu)  # 100 of 200 GFLOP/s
+    gpu = device_report(cpu, "tensorrt")
+    text = bench.table(gpu)
+    assert "%" not in text and "200" not in text and "no GEMM ceiling" in text
+    assert "torch CPU s" in text and "tiling overhead not measured on tensorrt" in text
+    bench.write_report(cpu, tmp_path)
+    bench.write_report(gpu, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runtime-tensorrt.json", "runtime-tensorrt.png",
+                                                          "runtime.json", "runtime.png"]
+    assert json.loads((tmp_path / "runtime.json").read_text())["backend"] == "ort-cpu"
+
+
+class Recorder:
+    name = "recorder"
+
+    def run(self, stage, feeds):
+        return {"out": feeds["x"]}
+
+
+class Streamer(Recorder):
+    def run_stream(self, stage, calls):
+        for feeds in calls:
+            yield self.run(stage, feeds)
+
+
+def test_stage_timer_keeps_run_stream_only_where_the_backend_has_it():
+    assert not hasattr(bench.StageTimer(Recorder()), "run_stream")  # the runtime then calls run() in parallel
+    timer = bench.StageTimer(Streamer())
+    outs = [out["out"] for out in timer.run_stream("pixels", [{"x": i} for i in range(3)])]
+    timer.run("lines", {"x": 7})
+    assert outs == [0, 1, 2] and sorted(timer.seconds()) == ["lines", "pixels"]
+    assert all(s >= 0 for s in timer.seconds().values())
+
+
+def test_tensorrt_path_on_stand_ins(quick_bundle, monkeypatch, tmp_path):
+    """Engines built as creps-export --trt builds them, timed through TensorRTBackend's
+    run_stream (TensorRT and CUDA replaced by tests/trt/fakes.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "trt"))
+    from fakes import FakeCudart, FakeTrt
+
+    from creps.export import trt as trt_export
+    from creps.runtime import trt as trt_runtime
+
+    cudart = FakeCudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt)
+    monkeypatch.setattr(FakeTrt, "model", quick_bundle[1])  # what the fake engines compute shapes from
+    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: cudart)
+    monkeypatch.setattr(trt_export, "load_cudart", lambda: cudart)
+    assert "TensorRT" in bench.backend_device("tensorrt", 1)
+    bundle = shutil.copytree(quick_bundle[0], tmp_path / "bundle")
+    bench.build_engines(bundle, [(96, 32), (64, 16)])
+    assert sorted(json.loads((bundle / "manifest.json").read_text())["engines"]) == ["lines", "mapping", "pixels"]
+    result = bench.run_runtime({"kind": "runtime", "bundle": str(bundle), "backend": "tensorrt", "size": [96, 32],
+                                "repeats": 1})
+    assert sorted(result["stages"]) == ["lines", "mapping", "pixels"] and result["seconds"] > 0
