@@ -1,9 +1,18 @@
-"""creps-bench's arithmetic against the figures CREPS_MODEL.md states for the published config."""
+"""creps-bench: its arithmetic against the figures CREPS_MODEL.md states for the published
+config; the command on ort-cpu (--quick), unavailable GPU backends (one line, before the
+export), the report's files and table per backend, and the TensorRT path on stand-ins."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
 import pytest
 
+from creps import bench
 from creps.bench import flops, line_macs_per_slot, pixel_macs
 
 PUBLISHED = {"channel_base": 65536, "channel_max": 1024, "blocks": [8, 16, 32, 64, 128, 256], "num_blocks": 6,
@@ -34,16 +43,6 @@ def test_small_config_by_hand():
 
 
 # ---- the command: backends, quick run, report files ------------------------------------------
-
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import onnxruntime as ort  # noqa: E402
-
-from creps import bench  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def quick_bundle(tmp_path_factory):
