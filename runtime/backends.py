@@ -128,6 +128,9 @@ class OrtBackend:
                 session = ort.InferenceSession(str(path), options, providers=[provider])
             except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
                 raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
+            if session.get_providers()[0] != provider:  # ORT falls back to the CPU without a word
+                raise BackendUnavailable(f"{self.name}: ONNX Runtime cannot use {provider} here (no usable GPU, "
+                                         "or CUDA/cuDNN libraries missing); use --backend ort-cpu")
             check_io(bundle, stage, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
 

@@ -59,7 +59,8 @@ Examples:
 @click.option("--window", type=WINDOW, default=None, help="The plane's part to show, x0,y0,x1,y1 (zoom/pan).")
 @click.option("--fit", type=FIT, default="extend", show_default=True,
               help="Non-square sizes without --window: extend the view or stretch it.")
-@click.option("--tile", type=SIZE, default=None, help="Pixel tile WxH (default: the fastest measured).")
+@click.option("--tile", type=SIZE, default=None,
+              help="Pixel tile WxH (default: 128x64 on the CPU, the engine profile's largest on TensorRT).")
 @click.option("--max-memory", callback=memory_option, default=None, metavar="BYTES",
               help="Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,

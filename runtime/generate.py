@@ -87,11 +87,12 @@ class Runtime:
     """A loaded bundle and a backend.
 
     `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt", or a `Backend` object.
-    `tile`: (width, height) of a pixel tile (default: the fastest measured, shrunk to
-    `max_memory`). `max_memory`: bytes for line features and activations (see
-    `creps.runtime.tiling`). `threads`: CPU threads (default: all cores this process may
-    use). `line_chunk`: lines (ys + xs) per run of the lines graph (default: the fastest
-    measured, shrunk to `max_memory`).
+    `tile`: (width, height) of a pixel tile (default: the fastest measured on the CPU,
+    or a TensorRT profile's largest tile; shrunk to `max_memory`). `max_memory`: bytes
+    for line features and activations (see `creps.runtime.tiling`). `threads`: CPU
+    threads (default: all cores this process may use). `line_chunk`: lines (ys + xs) per
+    run of the lines graph (default: as the tile, the CPU's fastest or the profile's
+    largest; shrunk to `max_memory`).
     """
 
     def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto",

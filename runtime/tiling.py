@@ -27,6 +27,8 @@ FLOAT = 4
 # re-measures whole images per tile and chunk.
 DEFAULT_TILE = (128, 64)
 DEFAULT_LINES = 256
+# A backend with bounded shapes (TensorRT engines) was built for its profile's largest
+# tile and line chunk, sized to a memory budget at build time: those are its defaults.
 UNLIMITED = (1, 1 << 62)
 
 
@@ -43,6 +45,16 @@ class Limits:
     line_width: tuple[int, int] = UNLIMITED  # xs per lines call
     tile_height: tuple[int, int] = UNLIMITED  # pixel rows per pixels call
     tile_width: tuple[int, int] = UNLIMITED
+
+    def default_tile(self) -> tuple[int, int]:
+        """(width, height): the profile's largest tile when bounded, else DEFAULT_TILE."""
+        bounded = self.tile_width != UNLIMITED or self.tile_height != UNLIMITED
+        return (self.tile_width[1], self.tile_height[1]) if bounded else DEFAULT_TILE
+
+    def default_lines(self) -> int:
+        """Lines per lines call: the profile's largest chunk when bounded, else DEFAULT_LINES."""
+        bounded = self.line_height != UNLIMITED or self.line_width != UNLIMITED
+        return min(self.line_height[1] + self.line_width[1], 1 << 20) if bounded else DEFAULT_LINES
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ def check_range(name: str, value: int, limits: tuple[int, int]) -> None:
 
 def pick_tile(width, height, batch, model, tile, budget, limits: Limits) -> tuple[int, int]:
     """(tile width, tile height): the requested or default tile, shrunk to the budget."""
-    tile_w, tile_h = tile or DEFAULT_TILE
+    tile_w, tile_h = tile or limits.default_tile()
     tile_w, tile_h = min(tile_w, width), min(tile_h, height)
     max_pixels = budget // (batch * pixel_work_bytes(model))
     if tile_w * tile_h > max_pixels:
@@ -188,7 +200,7 @@ def make_plan(model: dict, width: int, height: int, batch: int = 1, tile: tuple[
             f"memory budget {max_memory} bytes is below the {need} bytes a {width}x{height} image "
             f"of batch {batch} needs at least (its line features alone take {features})"
         )
-    chunks = plan_lines(width, height, max(2, min(max_lines or DEFAULT_LINES, budget // line_bytes)), limits,
+    chunks = plan_lines(width, height, max(2, min(max_lines or limits.default_lines(), budget // line_bytes)), limits,
                         1 if max_lines else workers)
     tile_w, tile_h = pick_tile(width, height, batch, model, tile, budget, limits)
     bands, columns = split_at_most(height, tile_h), split_at_most(width, tile_w)

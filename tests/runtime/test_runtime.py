@@ -199,6 +199,21 @@ def test_auto_backend_falls_back_to_cpu(tiny_bundle):
             open_backend(bundle, "ort-cuda")
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")  # onnxruntime's own notice of the staged fallback
+def test_cuda_provider_that_falls_back_to_cpu_is_refused(tiny_bundle, monkeypatch):
+    # onnxruntime-gpu without a usable GPU lists CUDA but runs sessions on the CPU, silently.
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider: the fallback cannot be staged here")
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: listed)
+    bundle = read_bundle(tiny_bundle)
+    with pytest.raises(BackendUnavailable, match="ort-cuda: ONNX Runtime cannot use CUDAExecutionProvider"):
+        open_backend(bundle, "ort-cuda")
+    assert open_backend(bundle, "auto").name == "ort-cpu"
+
+
 def test_tensorrt_unavailable_is_one_clear_error(tiny_bundle):
     try:
         import tensorrt  # noqa: F401

@@ -107,6 +107,29 @@ def test_backend_ranges_bound_tiles_chunks_and_batch():
         make_plan(MODEL, 100, 100, batch=5, limits=limits)
 
 
+def near_equal_part(n, longest):
+    """The longest of the fewest near-equal parts of n that are at most `longest`."""
+    parts = -(-n // longest)
+    return -(-n // parts)
+
+
+@pytest.mark.parametrize("width,height", [(2048, 512), (1000, 333), (300, 97)])
+def test_bounded_backend_defaults_to_its_profile_tile_and_chunk(width, height):
+    # TensorRT engines are built for their profile's largest tile and chunk: use them, not the CPU's.
+    limits = Limits(tile_height=(1, 256), tile_width=(1, 384), line_height=(1, 200), line_width=(1, 600))
+    plan = make_plan(MODEL, width, height, limits=limits)
+    assert plan.tile == (near_equal_part(width, 384), near_equal_part(height, 256))
+    calls = [(c.ys.stop - c.ys.start, c.xs.stop - c.xs.start) for c in plan.line_chunks]
+    assert len(calls) == max(-(-height // 200), -(-width // 600), -(-(width + height) // 800))
+    assert all(h <= 200 and w <= 600 for h, w in calls)
+    assert (coverage(plan) == 1).all()
+    small = make_plan(MODEL, width, height, limits=limits, max_memory=parse_memory("24M"))
+    assert small.tile[0] * small.tile[1] < plan.tile[0] * plan.tile[1]  # the budget still shrinks it
+    assert (coverage(small) == 1).all()
+    unbounded = make_plan(MODEL, width, height)
+    assert unbounded.tile == (near_equal_part(width, DEFAULT_TILE[0]), near_equal_part(height, DEFAULT_TILE[1]))
+
+
 def test_size_below_a_backend_minimum_is_refused():
     limits = Limits(tile_height=(8, 256), tile_width=(8, 256), line_height=(8, 1024), line_width=(8, 1024))
     with pytest.raises(PlanError, match="outside the backend's range"):
