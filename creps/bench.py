@@ -304,7 +304,8 @@ def measure(bundle: Path, backend: str, model: dict, config: dict, sizes, thread
         elif not torch_fits(model, *size):
             row["torch_skipped"] = "does not fit in memory"
         else:  # the baseline's best: all cores, or one (less contention on a shared machine)
-            runs = [in_subprocess({"kind": "torch", "config": config, "size": list(size), "repeats": 1,
+            torch_repeats = 2 if size[0] * size[1] <= 512 * 512 else 1
+            runs = [in_subprocess({"kind": "torch", "config": config, "size": list(size), "repeats": torch_repeats,
                                    "threads": n}) for n in sorted({threads, 1})]
             row["torch"] = {**min(runs, key=lambda r: r["seconds"]), "seconds_by_threads":
                             {n: r["seconds"] for n, r in zip(sorted({threads, 1}), runs)}}

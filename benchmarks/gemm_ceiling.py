@@ -1,0 +1,99 @@
+"""How fast can this CPU multiply float32 matrices, and what does that allow at 512x512?
+
+Issue 5 set its speed target (>= 5x the original's 5.5 s at 512x512) against a GEMM ceiling
+of "about 440 GFLOP/s" through ONNX Runtime. This script measures that ceiling at several
+shapes on 1 and 2 threads (ONNX Runtime MatMul, constant weight, as creps.bench does), the
+same products in PyTorch in float32 and bfloat16, and turns the best float32 figure into
+the fastest possible 512x512 image of the published 256 config (its arithmetic from
+CREPS_MODEL.md, as creps-bench counts it). Run on a quiet machine:
+
+    python benchmarks/gemm_ceiling.py     # ~1 minute; writes benchmarks/results/gemm_ceiling.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from creps.bench import ORIGINAL_512_SECONDS, cpu_name, flops, gemm_ceiling
+from creps.model import GeneratorConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gemm_ceiling.json"
+SHAPES = ((4096, 2048), (2048, 4096), (8192, 1024))  # (rows, n): rows x n times n x n
+
+
+def torch_gflops(rows: int, n: int, dtype_name: str, threads: int, repeats: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(rows, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * n * n / best / 1e9
+
+
+def cpu_flags() -> list[str]:
+    with open("/proc/cpuinfo") as f:
+        flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
+
+
+def published_model() -> dict:
+    """The published 256 config in the form creps.bench.flops reads (as a bundle manifest has it)."""
+    cfg = GeneratorConfig()
+    return {"blocks": cfg.entangled_resolutions, "channel_base": cfg.channel_base, "channel_max": cfg.channel_max,
+            "biline_channels": cfg.biline_channels, "rank": cfg.rank, "num_blocks": cfg.num_blocks,
+            "img_channels": cfg.img_channels}
+
+
+def main() -> None:
+    load_before = os.getloadavg()
+    rows = []
+    for m, n in SHAPES:
+        row = {"shape": f"{m}x{n} @ {n}x{n}"}
+        for threads in (1, 2):
+            row[f"ort_fp32_{threads}t"] = gemm_ceiling(threads, n=n, rows=m)
+        row["torch_fp32_2t"] = torch_gflops(m, n, "float32", 2)
+        row["torch_bf16_2t"] = torch_gflops(m, n, "bfloat16", 2)
+        rows.append(row)
+        print("  ".join(f"{k} {v:.0f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
+    ceiling = max(r["ort_fp32_2t"] for r in rows)
+    cost = flops(published_model(), 512, 512)
+    fastest = cost["total"] / (ceiling * 1e9)
+    report = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "rows": rows,
+        "ort_fp32_ceiling_gflops": ceiling,
+        "ort_fp32_per_core_gflops": max(r["ort_fp32_1t"] for r in rows),
+        "torch_bf16_best_gflops": max(r["torch_bf16_2t"] for r in rows),
+        "published_256_at_512x512": {
+            "gflop": cost["total"] / 1e9,
+            "fastest_seconds_at_fp32_ceiling": fastest,
+            "original_seconds": ORIGINAL_512_SECONDS,
+            "largest_speedup_at_fp32_ceiling": ORIGINAL_512_SECONDS / fastest,
+            "gflops_needed_for_5x": cost["total"] / (ORIGINAL_512_SECONDS / 5) / 1e9,
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(RESULTS)
+    at = report["published_256_at_512x512"]
+    print(f"float32 ceiling {ceiling:.0f} GFLOP/s ({report['ort_fp32_per_core_gflops']:.0f} per core); "
+          f"bfloat16 (PyTorch) {report['torch_bf16_best_gflops']:.0f} GFLOP/s")
+    print(f"512x512 = {at['gflop']:.0f} GFLOP: >= {fastest:.2f} s at the float32 ceiling, at most "
+          f"{at['largest_speedup_at_fp32_ceiling']:.1f}x the original's {ORIGINAL_512_SECONDS} s; "
+          f"5x needs {at['gflops_needed_for_5x']:.0f} GFLOP/s")
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
