@@ -12,20 +12,23 @@ import pytest
 from creps.export.trt_plan import build_plan
 from creps.runtime.bundle import read_bundle
 
-# Runs creps-export with every import of torch refused and recorded; the names tried are
-# written to the file given as the first argument when the process exits.
+# Runs creps-export with every import of the packages named in the second argument refused
+# and recorded; the names tried are written to the file given as the first argument when
+# the process exits.
 WITHOUT_TORCH = """
 import atexit, sys
 
 class BlockTorch:
     tried = []
+    blocked = []
 
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
+        if name.split(".")[0] in self.blocked:
             self.tried.append(name)
             raise ImportError(f"{name} is blocked in this test")
 
 record = sys.argv.pop(1)
+BlockTorch.blocked = sys.argv.pop(1).split(",")
 sys.meta_path.insert(0, BlockTorch())
 atexit.register(lambda: open(record, "w").write(" ".join(BlockTorch.tried)))
 from creps.export.cli import main
@@ -33,10 +36,13 @@ main()
 """
 
 
-def export_without_torch(tmp_path, *args):
-    """(the finished process, the torch modules it tried to import)."""
+ENGINE_PATH_NEEDS_NONE_OF = "torch,onnx,onnxscript"  # a JetPack device: TensorRT, numpy, click
+
+
+def export_without_torch(tmp_path, *args, blocked="torch"):
+    """(the finished process, the blocked modules it tried to import)."""
     record = tmp_path / "torch_imports.txt"
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(record), *map(str, args)],
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(record), blocked, *map(str, args)],
                           capture_output=True, text=True, timeout=300)
     return done, record.read_text().split()
 
@@ -49,7 +55,7 @@ def assert_one_line_error(done, message):
 
 def test_dry_run_on_a_bundle_prints_the_plan_without_torch(bundle, tmp_path):
     done, tried = export_without_torch(tmp_path, "--out", bundle, "--trt", "--dry-run", "--sizes", "40x24,17x9,33x33",
-                                       "--max-memory", "3M")
+                                       "--max-memory", "3M", blocked=ENGINE_PATH_NEEDS_NONE_OF)
     assert done.returncode == 0, done.stderr
     assert tried == []
     want = build_plan(read_bundle(bundle).manifest, "fp32", [(40, 24), (17, 9), (33, 33)], max_memory=3 << 20,
@@ -60,7 +66,8 @@ def test_dry_run_on_a_bundle_prints_the_plan_without_torch(bundle, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_trt_without_tensorrt_or_torch_is_the_one_tensorrt_line(bundle, tmp_path):
     before = (bundle / "manifest.json").read_text()
-    done, tried = export_without_torch(tmp_path, "--out", bundle, "--trt", "--sizes", "2048x512")
+    done, tried = export_without_torch(tmp_path, "--out", bundle, "--trt", "--sizes", "2048x512",
+                                       blocked=ENGINE_PATH_NEEDS_NONE_OF)
     assert_one_line_error(done, "TensorRT is not installed here")
     assert tried == []
     assert (bundle / "manifest.json").read_text() == before
