@@ -28,10 +28,13 @@ from creps.runtime.bundle import file_entry, graph_key, sha256_file, write_manif
 log = logging.getLogger(__name__)
 
 PRECISION = "fp32"
-# Modulated-layer form per graph, by ONNX Runtime CPU timing at the published 256 config
-# (benchmarks/export.py; batch 1): folding s and d into a per-sample weight was faster for the
-# line stage (512x512: 2.3 s vs 3.5 s) and 128 px pixel tiles on a quiet machine; under heavy
-# load the two forms come out within noise. Re-measure on a quiet machine before changing this.
+# Modulated-layer form per graph, by ONNX Runtime CPU timing at the published 256 config as
+# creps-run calls the graphs (benchmarks/export.py: one thread, default chunk and tile, batch
+# 1; quiet machine, 2026-11-25): folding s and d into a per-sample weight is 5% faster for a
+# pixel tile (0.032 vs 0.034 s); for a line chunk the activation form is 3% faster (0.465 vs
+# 0.480 s). Lines stay folded because the FP16 islands and predicted errors in
+# benchmarks/results/precision.json were computed on these graphs: switching the lines form
+# means re-running benchmarks/precision.py.
 MODULATION = {"mapping": None, "lines": "folded", "pixels": "folded", "generator": "folded"}
 
 
