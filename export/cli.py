@@ -7,7 +7,6 @@ PyTorch, as JetPack installs it.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
@@ -16,7 +15,7 @@ from creps.cli import SIZE, entry_point
 from creps.errors import CrepsError
 from creps.export.signature import MIN_OPSET
 from creps.runtime.cli import memory_option
-from creps.runtime.default import EXPORTER_NEEDS
+from creps.runtime.default import missing_exporter_modules
 
 
 def parse_sizes(ctx, param, value):
@@ -27,12 +26,7 @@ def parse_sizes(ctx, param, value):
 def load_checkpoint(network: Path | None, purpose: str):
     """(checkpoint path, generator) of `network` or the bundled default model; one clear
     error naming `purpose` when the PyTorch side (torch, onnx, ...) is not installed."""
-    missing = []
-    for name in EXPORTER_NEEDS:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_exporter_modules()
     if missing:
         raise CrepsError(f"{purpose} needs {', '.join(missing)} (not installed here): pip install 'creps[export]'; "
                          "building engines from an existing bundle does not (creps-export --out DIR --trt)")

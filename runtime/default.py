@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 EXPORTER_NEEDS = ("torch", "onnx", "onnxscript", "safetensors")
 
 
+def missing_exporter_modules() -> list[str]:
+    """The modules of EXPORTER_NEEDS this environment cannot import (found without importing)."""
+
+    def found(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except ImportError:  # an import hook that refuses the name
+            return False
+
+    return [name for name in EXPORTER_NEEDS if not found(name)]
+
+
 def default_checkpoint() -> Path:
     import creps
 
@@ -44,7 +56,7 @@ def default_bundle() -> Path:
     bundle = cache_root() / f"default-{sha256_file(checkpoint)[:16]}"
     if (bundle / MANIFEST).is_file():
         return bundle
-    missing = [name for name in EXPORTER_NEEDS if importlib.util.find_spec(name) is None]
+    missing = missing_exporter_modules()
     if missing:
         raise CrepsError(
             f"no --bundle given: the default model is exported once into {bundle}, which needs "
