@@ -36,7 +36,7 @@ import numpy as np
 from creps.cli import entry_point
 from creps.errors import CrepsError
 from creps.files import atomic_path
-from creps.runtime.backends import ORT_PROVIDERS, BackendUnavailable
+from creps.runtime.backends import ORT_PROVIDERS, check_provider, ort_provider
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,9 @@ def matmul_session(backend: str, threads: int, n: int):
     """An ONNX Runtime session of x (rows, n) @ W (n, n) on the backend's provider, or
     BackendUnavailable when ONNX Runtime cannot use that provider here (it would otherwise
     fall back to the CPU without an error)."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    provider = ORT_PROVIDERS[backend]
-    if provider not in ort.get_available_providers():
-        raise BackendUnavailable(f"{backend}: this onnxruntime has no {provider} "
-                                 "(install onnxruntime-gpu matching your CUDA, or use --backend ort-cpu)")
+    ort, provider = ort_provider(backend)
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "W")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "gemm",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", n])],
@@ -106,9 +102,7 @@ def matmul_session(backend: str, threads: int, n: int):
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=[provider])
-    if session.get_providers()[0] != provider:
-        raise BackendUnavailable(f"{backend}: ONNX Runtime cannot use {provider} here "
-                                 f"(it fell back to {session.get_providers()[0]}; is there a usable GPU?)")
+    check_provider(session, backend, provider)
     return session
 
 

@@ -95,6 +95,30 @@ def check_io(bundle: Bundle, stage: str, inputs: list[str], outputs: list[str]) 
         )
 
 
+def ort_provider(name: str):
+    """(the onnxruntime module, the provider of backend `name`); BackendUnavailable (one
+    line) when onnxruntime or that provider is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailable(f"{name}: onnxruntime is not installed (pip install 'creps[ort]')") from None
+    provider = ORT_PROVIDERS[name]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(
+            f"{name}: this onnxruntime has no {provider} "
+            "(install onnxruntime-gpu matching your CUDA, or use --backend ort-cpu)"
+        )
+    return ort, provider
+
+
+def check_provider(session, name: str, provider: str) -> None:
+    """Refuse a session that ONNX Runtime quietly moved off `provider` (to the CPU)."""
+    actual = session.get_providers()[0]
+    if actual != provider:
+        raise BackendUnavailable(f"{name}: ONNX Runtime cannot use {provider} here (it fell back to {actual}: no "
+                                 "usable GPU, or CUDA/cuDNN libraries missing); use --backend ort-cpu")
+
+
 class OrtBackend:
     """ONNX Runtime on the CPU or through its CUDA provider, fp32 graphs.
 
@@ -105,16 +129,7 @@ class OrtBackend:
     def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", concurrent: bool = True):
         self.name = f"ort-{device}"
         self.workers = (threads or available_cores()) if concurrent and device == "cpu" else 1
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable(f"{self.name}: onnxruntime is not installed (pip install 'creps[ort]')") from None
-        provider = ORT_PROVIDERS[self.name]
-        if provider not in ort.get_available_providers():
-            raise BackendUnavailable(
-                f"{self.name}: this onnxruntime has no {provider} "
-                "(install onnxruntime-gpu matching your CUDA, or use --backend ort-cpu)"
-            )
+        ort, provider = ort_provider(self.name)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -128,9 +143,7 @@ class OrtBackend:
                 session = ort.InferenceSession(str(path), options, providers=[provider])
             except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
                 raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
-            if session.get_providers()[0] != provider:  # ORT falls back to the CPU without a word
-                raise BackendUnavailable(f"{self.name}: ONNX Runtime cannot use {provider} here (no usable GPU, "
-                                         "or CUDA/cuDNN libraries missing); use --backend ort-cpu")
+            check_provider(session, self.name, provider)
             check_io(bundle, stage, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
             self.sessions[stage] = session
 

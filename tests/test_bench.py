@@ -14,6 +14,7 @@ import pytest
 
 from creps import bench
 from creps.bench import flops, line_macs_per_slot, pixel_macs
+from creps.runtime.backends import BackendUnavailable
 
 PUBLISHED = {"channel_base": 65536, "channel_max": 1024, "blocks": [8, 16, 32, 64, 128, 256], "num_blocks": 6,
              "biline_channels": 32, "rank": 8, "img_channels": 3}
@@ -81,7 +82,7 @@ def test_cuda_provider_that_falls_back_to_the_cpu_is_refused(monkeypatch):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    with pytest.raises(bench.BackendUnavailable, match="fell back to CPUExecutionProvider"):
+    with pytest.raises(BackendUnavailable, match="fell back to CPUExecutionProvider"):
         bench.backend_device("ort-cuda", 1)
 
 
