@@ -27,8 +27,6 @@ FLOAT = 4
 # re-measures whole images per tile and chunk.
 DEFAULT_TILE = (128, 64)
 DEFAULT_LINES = 256
-# A backend with bounded shapes (TensorRT engines) was built for its profile's largest
-# tile and line chunk, sized to a memory budget at build time: those are its defaults.
 UNLIMITED = (1, 1 << 62)
 
 
@@ -46,15 +44,17 @@ class Limits:
     tile_height: tuple[int, int] = UNLIMITED  # pixel rows per pixels call
     tile_width: tuple[int, int] = UNLIMITED
 
+    # A backend with bounded shapes (TensorRT engines) was built for its profile's largest
+    # tile and line chunk, sized to a memory budget at build time: those are its defaults.
     def default_tile(self) -> tuple[int, int]:
         """(width, height): the profile's largest tile when bounded, else DEFAULT_TILE."""
-        bounded = self.tile_width != UNLIMITED or self.tile_height != UNLIMITED
+        bounded = UNLIMITED not in (self.tile_width, self.tile_height)
         return (self.tile_width[1], self.tile_height[1]) if bounded else DEFAULT_TILE
 
     def default_lines(self) -> int:
         """Lines per lines call: the profile's largest chunk when bounded, else DEFAULT_LINES."""
-        bounded = self.line_height != UNLIMITED or self.line_width != UNLIMITED
-        return min(self.line_height[1] + self.line_width[1], 1 << 20) if bounded else DEFAULT_LINES
+        bounded = UNLIMITED not in (self.line_height, self.line_width)
+        return self.line_height[1] + self.line_width[1] if bounded else DEFAULT_LINES
 
 
 @dataclass(frozen=True)
