@@ -17,6 +17,10 @@ class ExportError(CrepsError):
     """An export cannot be made (bad request, unsupported model) or does not match PyTorch."""
 
 
+class NonFiniteError(CrepsError):
+    """A model or graph gave NaN or Inf where an image needs finite numbers (bad weights, an overflow)."""
+
+
 def install_hint(extra: str) -> str:
     """How to get an extra's packages: creps is installed from a checkout, not from PyPI.
 
