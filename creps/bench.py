@@ -6,7 +6,7 @@ streamed PNG as `creps-run` does, on one backend (`--backend`: ONNX Runtime CPU 
 cores by default, ONNX Runtime CUDA, or TensorRT with fp32 engines built for the
 benchmarked sizes), and the project's PyTorch model (eager on the CPU; the better of all
 cores and one thread) generates the same size where it fits in memory. Arithmetic comes
-from the cost formulas of CREPS_MODEL.md (multiply-adds x 2 = FLOP) and is set against
+from the cost formulas of docs/model.md (multiply-adds x 2 = FLOP) and is set against
 the float32 GEMM ceiling of the backend's device, a large MatMul through ONNX Runtime
 (CPU, or CUDA with its data on the GPU) measured in the same run; TensorRT gets no
 ceiling (a MatMul engine would need a build of its own). Also measured: tiling overhead
@@ -52,7 +52,7 @@ NO_CEILING = "GEMM ceiling measured for ort-cpu and ort-cuda only (a TensorRT Ma
 NO_ONE_TILE = "not measured on tensorrt: the engines' profiles do not take the whole image as one tile and one chunk"
 
 
-# ---- arithmetic (CREPS_MODEL.md): multiply-adds per line slot and per pixel ----------------
+# ---- arithmetic (docs/model.md): multiply-adds per line slot and per pixel ----------------
 
 def line_macs_per_slot(model: dict) -> int:
     """Σ C_in·C_out over the line layers: b4.fc1, then fc0, fc1, tores of every later block."""

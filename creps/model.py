@@ -1,4 +1,4 @@
-"""The CREPS generator in PyTorch, exactly as ../shared/CREPS_MODEL.md describes it.
+"""The CREPS generator in PyTorch, exactly as docs/model.md describes it.
 
 Parameter names are the original state-dict keys, so original checkpoints load by a
 plain copy. Line tensors are kept channels-last, [N, L, R, C] per line position L and

@@ -39,7 +39,7 @@ FORBIDDEN_OPS = {"Einsum"}
 
 @dataclass(frozen=True)
 class StageSpec:
-    """What the stage table in DESIGN.md fixes for one graph."""
+    """What the stage table in docs/architecture.md fixes for one graph."""
 
     stage: str
     inputs: tuple[str, ...]

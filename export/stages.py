@@ -1,4 +1,4 @@
-"""The exported stages as small modules over the model's staged API (DESIGN.md stage table).
+"""The exported stages as small modules over the model's staged API (docs/architecture.md, Stages).
 
 Each wrapper takes exactly the graph's inputs and returns its outputs, so that
 `torch.onnx.export` sees one stage: `mapping` (z, psi -> ws), `lines` (ws, ys, xs ->

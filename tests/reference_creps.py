@@ -1,4 +1,4 @@
-"""A straightforward float64 CREPS generator, written from ../shared/CREPS_MODEL.md.
+"""A straightforward float64 CREPS generator, written from docs/model.md.
 
 Independent of creps.model on purpose: it reads a state dict (original keys) and a
 config dict, materialises the textbook per-sample weights W' = weight * s (demodulated

@@ -1,4 +1,4 @@
-"""creps-bench: its arithmetic against the figures CREPS_MODEL.md states for the published
+"""creps-bench: its arithmetic against the figures docs/model.md states for the published
 config; the command on ort-cpu (--quick), unavailable GPU backends (one line, before the
 export), the report's files and table per backend, and the TensorRT path on stand-ins."""
 

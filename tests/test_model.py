@@ -1,4 +1,4 @@
-"""The model against the float64 reference written from CREPS_MODEL.md (tests/reference_creps.py)."""
+"""The model against the float64 reference written from docs/model.md (tests/reference_creps.py)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The training loop: StyleGAN2-ADA's recipe as CREPS uses it (see ../shared/CREPS_MODEL.md).
+"""The training loop: StyleGAN2-ADA's recipe as CREPS uses it (see docs/model.md).
 
 One step = the phases G main, G reg (every 4 steps), D main, D reg (every 16 steps), each
 with its own optimiser step, then the generator EMA and the ADA update.
