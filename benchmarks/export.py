@@ -9,17 +9,11 @@
   creps.export.writer.MODULATION.
 
 The generator is GeneratorConfig() (~30.5 M parameters) with random weights, image layers
-scaled to std 0.5 like a trained model (tests/tiny_models.random_generator).
-
-    python benchmarks/export.py           # ~5 min on 2 CPU cores
-Output: printed, and benchmarks/results/export.json. CPU only.
+scaled to std 0.5 like a trained model (tests/tiny_models.random_generator). CPU only.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +25,7 @@ import torch
 
 from creps import grid
 from creps.checkpoint import save_checkpoint
+from creps.cli import run_command
 from creps.export import export_bundle, graphs, stages, verify, writer
 from creps.model import GeneratorConfig
 from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
@@ -38,9 +33,9 @@ from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "export.json"
 REPEATS = 5
 
 
@@ -109,8 +104,8 @@ def modulation_timings(G, bundle: Path, work: Path) -> dict:
     return timings
 
 
-def main() -> None:
-    load_before = os.getloadavg()
+@benchmark("export", __doc__, takes="about 5 min on 2 cores")
+def main() -> dict:
     cfg = GeneratorConfig()
     G = random_generator(cfg, seed=0)
     params = sum(p.numel() for p in G.parameters())
@@ -136,10 +131,7 @@ def main() -> None:
         effect = cleanup_effect(G, out, work)
         for stage, e in effect.items():
             print(f"cleanup {stage}: nodes {e['nodes'][0]} -> {e['nodes'][1]}, removed {e['removed_ops']}", flush=True)
-    results = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_before": load_before, "load_average_after": os.getloadavg(),
-                    "note": "2-core machine; the load averages show any other work"},
+    return {
         "versions": writer.exporter_section() | {"onnxruntime": ort.__version__},
         "model": {"config": "GeneratorConfig() (published 256)", "parameters": params,
                   "weights": "random, image layers scaled to std 0.5"},
@@ -152,10 +144,7 @@ def main() -> None:
         "cleanup": {"kept": graphs.CLEANUP, "per_stage": effect},
         "modulation": {"chosen": writer.MODULATION, "ort_cpu_seconds_one_thread_batch1": timings},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS}")
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -7,14 +7,11 @@
 - time for `creps.load_generator` to import an original-format pickle of the published 256
   config (GeneratorConfig() defaults, ~30.5 M parameters), written by tests/original_format.py.
 
-    python benchmarks/foundation.py           # ~2 min on 2 CPU cores
-Output: printed, and benchmarks/results/foundation.json. CPU only.
+CPU only.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,13 +25,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import original_format  # noqa: E402
 import reference_creps  # noqa: E402
+from common import benchmark  # noqa: E402
 from tiny_models import MID, TINY, random_generator  # noqa: E402
 
 from creps import grid, load_generator  # noqa: E402
-from creps.files import atomic_path  # noqa: E402
+from creps.cli import run_command  # noqa: E402
 from creps.model import GeneratorConfig  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "foundation.json"
 PARITY = {  # config name -> (config, sizes W x H)
     "tiny (res 16, 32 ch)": (TINY, [(16, 16), (37, 11), (11, 37), (1, 29), (29, 1)]),
     "mid (res 64, 256 ch)": (MID, [(64, 64), (96, 40), (33, 71), (1, 64)]),
@@ -104,11 +101,10 @@ def pickle_load_time():
                 load_s_median=round(statistics.median(times), 3), bar_s=10.0, images_identical=same)
 
 
-def main():
+@benchmark("foundation", __doc__, takes="about 2 min on 2 cores")
+def main() -> dict:
     torch.set_num_threads(2)
-    results = dict(machine=dict(platform=platform.platform(), processor=platform.processor() or "unknown",
-                                torch=torch.__version__, threads=torch.get_num_threads(), device="cpu"),
-                   parity_bar=1e-4, tiled_bar=1e-5, parity=[])
+    results = dict(torch=torch.__version__, device="cpu", parity_bar=1e-4, tiled_bar=1e-5, parity=[])
     for name, (cfg, sizes) in PARITY.items():
         print(f"float32 model vs float64 reference, {name}:")
         results["parity"].append(dict(config=name, psi=0.7, sizes=parity(cfg, sizes)))
@@ -122,10 +118,8 @@ def main():
     print(f"original pickle of the published config ({load['parameters'] / 1e6:.2f} M parameters, {load['pickle_mb']} MB):"
           f" load {load['load_s_median']} s median of {load['load_s']} (bar 10 s), images identical: "
           f"{load['images_identical']}")
-    with atomic_path(RESULTS) as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS.relative_to(ROOT)}")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

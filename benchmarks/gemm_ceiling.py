@@ -5,24 +5,27 @@ of "about 440 GFLOP/s" through ONNX Runtime. This script measures that ceiling a
 shapes on 1 and 2 threads (ONNX Runtime MatMul, constant weight, as creps.bench does), the
 same products in PyTorch in float32 and bfloat16, and turns the best float32 figure into
 the fastest possible 512x512 image of the published 256 config (its arithmetic from
-CREPS_MODEL.md, as creps-bench counts it). Run on a quiet machine:
-
-    python benchmarks/gemm_ceiling.py     # ~1 minute; writes benchmarks/results/gemm_ceiling.json
+CREPS_MODEL.md, as creps-bench counts it). The bfloat16 products are timed only on a CPU
+with bfloat16 instructions (avx512_bf16, amx_bf16, Arm bf16): elsewhere PyTorch emulates
+them, more than ten times slower than float32, and the record says they were skipped. Run
+on a quiet machine.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
-from creps.bench import ORIGINAL_512_SECONDS, cpu_name, flops, gemm_ceiling
+from common import benchmark
+
+from creps.bench import BF16_FLAGS, ORIGINAL_512_SECONDS, flops, gemm_ceiling, has_bf16
+from creps.cli import run_command
 from creps.export.writer import model_section
 from creps.model import Generator, GeneratorConfig
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gemm_ceiling.json"
 SHAPES = ((4096, 2048), (2048, 4096), (8192, 1024))  # (rows, n): rows x n times n x n
+# Emulated bfloat16 ran for over 15 minutes at these shapes on an AVX2-only CPU (issue 10).
+NO_BF16 = (f"PyTorch bfloat16 not timed: this CPU has none of {', '.join(sorted(BF16_FLAGS))}, "
+           "so PyTorch would emulate it, more than ten times slower than float32")
 
 
 def torch_gflops(rows: int, n: int, dtype_name: str, threads: int, repeats: int = 5) -> float:
@@ -40,33 +43,30 @@ def torch_gflops(rows: int, n: int, dtype_name: str, threads: int, repeats: int 
     return 2 * rows * n * n / best / 1e9
 
 
-def cpu_flags() -> list[str]:
-    with open("/proc/cpuinfo") as f:
-        flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
-    return sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))
-
-
-def main() -> None:
-    load_before = os.getloadavg()
+@benchmark("gemm_ceiling", __doc__, takes="about 1 min on 2 cores (AVX-512 with bf16), 2 min on AVX2")
+def main() -> dict:
+    bf16 = has_bf16()
+    if not bf16:
+        print(NO_BF16, flush=True)
     rows = []
     for m, n in SHAPES:
         row = {"shape": f"{m}x{n} @ {n}x{n}"}
         for threads in (1, 2):
             row[f"ort_fp32_{threads}t"] = gemm_ceiling(threads, n=n, rows=m)
         row["torch_fp32_2t"] = torch_gflops(m, n, "float32", 2)
-        row["torch_bf16_2t"] = torch_gflops(m, n, "bfloat16", 2)
+        if bf16:
+            row["torch_bf16_2t"] = torch_gflops(m, n, "bfloat16", 2)
         rows.append(row)
         print("  ".join(f"{k} {v:.0f}" if isinstance(v, float) else v for k, v in row.items()), flush=True)
     ceiling = max(r["ort_fp32_2t"] for r in rows)
     cost = flops(model_section(Generator(GeneratorConfig()), None), 512, 512)  # as a bundle's manifest has it
     fastest = cost["total"] / (ceiling * 1e9)
     report = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "rows": rows,
         "ort_fp32_ceiling_gflops": ceiling,
         "ort_fp32_per_core_gflops": max(r["ort_fp32_1t"] for r in rows),
-        "torch_bf16_best_gflops": max(r["torch_bf16_2t"] for r in rows),
+        "torch_bf16_best_gflops": max(r["torch_bf16_2t"] for r in rows) if bf16 else None,
+        **({} if bf16 else {"torch_bf16_skipped": NO_BF16}),
         "published_256_at_512x512": {
             "gflop": cost["total"] / 1e9,
             "fastest_seconds_at_fp32_ceiling": fastest,
@@ -75,18 +75,14 @@ def main() -> None:
             "gflops_needed_for_5x": cost["total"] / (ORIGINAL_512_SECONDS / 5) / 1e9,
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(RESULTS)
     at = report["published_256_at_512x512"]
     print(f"float32 ceiling {ceiling:.0f} GFLOP/s ({report['ort_fp32_per_core_gflops']:.0f} per core); "
-          f"bfloat16 (PyTorch) {report['torch_bf16_best_gflops']:.0f} GFLOP/s")
+          + (f"bfloat16 (PyTorch) {report['torch_bf16_best_gflops']:.0f} GFLOP/s" if bf16 else "bfloat16 skipped"))
     print(f"512x512 = {at['gflop']:.0f} GFLOP: >= {fastest:.2f} s at the float32 ceiling, at most "
           f"{at['largest_speedup_at_fp32_ceiling']:.1f}x the original's {ORIGINAL_512_SECONDS} s; "
           f"5x needs {at['gflops_needed_for_5x']:.0f} GFLOP/s")
-    print(f"saved {RESULTS}")
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

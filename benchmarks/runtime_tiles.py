@@ -3,20 +3,20 @@
 Times whole images through the runtime (concurrent tiles and chunks, as creps-run runs
 them) for each pixel tile shape at 512x512 and each line chunk length at 2048x512, so
 DEFAULT_TILE and DEFAULT_LINES in runtime/tiling.py follow a measurement.
-Usage: python benchmarks/runtime_tiles.py [--bundle DIR] [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import click
 
+from common import benchmark
+
 from creps.bench import export_model, flops, gemm_ceiling
+from creps.cli import run_command
 from creps.runtime import Runtime
 from creps.runtime.backends import available_cores
 
@@ -51,23 +51,21 @@ def sweep(bundle: Path) -> dict:
     return {"pixel_tiles": tiles, "line_chunks": chunks}
 
 
-@click.command()
-@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"))
-def main(bundle, out):
+@benchmark("runtime_tiles", __doc__, takes="about 4 min on 2 cores")
+@click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A bundle of the published 256 config [default: exported from random weights].")
+def main(bundle) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         if bundle is None:
             bundle, _ = export_model({}, Path(folder))
-        report = {"load_average_start": os.getloadavg(), "threads": available_cores(),
-                  "gemm_ceiling_gflops": gemm_ceiling(available_cores()), **sweep(bundle),
-                  "load_average_end": os.getloadavg()}
+        report = {"threads": available_cores(), "gemm_ceiling_gflops": gemm_ceiling(available_cores()),
+                  **sweep(bundle)}
     best_tile = min(report["pixel_tiles"], key=lambda t: t["seconds"])
     best_chunk = min(report["line_chunks"], key=lambda c: c["seconds"])
     click.echo(f"ceiling {report['gemm_ceiling_gflops']:.0f} GFLOP/s; fastest tile {best_tile['tile']}, "
                f"fastest line chunk {best_chunk['lines']}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime_tiles.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

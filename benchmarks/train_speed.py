@@ -11,16 +11,12 @@ Configs, at batch 4:
 - the published 256 config (GeneratorConfig() defaults: G channel_base 65536 / max 1024,
   z = w = 512, 8 mapping layers), with the original's default D (--cbase 32768 --cmax 512).
 
-    OMP_NUM_THREADS=1 python benchmarks/train_speed.py    # ~3 min on one core
-Output: printed, and benchmarks/results/train_speed.json. CPU only, fp32.
+CPU only, fp32; the record's figures are one thread's: OMP_NUM_THREADS=1 python
+benchmarks/train_speed.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import benchmark
+
+from creps.cli import run_command
 from creps.train.distributed import Processes
 from creps.train.loop import D_REG_INTERVAL, G_REG_INTERVAL, Trainer, TrainOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "train_speed.json"
 BATCH = 4
 CONFIGS = {  # name -> (TrainOptions overrides, timed steps)
     "default model (64x64, G 1024/64, D 512/32, z 64, map 2)":
@@ -76,10 +73,9 @@ def measure(workdir: Path, overrides: dict, steps: int) -> dict:
     }
 
 
-def main() -> None:
-    results = {"batch": BATCH, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__, "load_average_at_start": os.getloadavg(),
-               "configs": {}}
+@benchmark("train_speed", __doc__, takes="about 3 min on one core")
+def main() -> dict:
+    results = {"batch": BATCH, "threads": torch.get_num_threads(), "torch": torch.__version__, "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (overrides, steps) in CONFIGS.items():
             workdir = Path(tmp) / str(len(results["configs"]))
@@ -90,11 +86,8 @@ def main() -> None:
             print(f"  {row['images_per_second']:.3f} img/s; phases (s): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in row["phase_seconds"].items())
                   + f"; R1 share {row['r1_share']:.1%}, path-length share {row['path_length_share']:.1%}")
-    results["load_average_at_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(main)

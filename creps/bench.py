@@ -15,7 +15,9 @@ do not take the whole image as one tile) and the peak-RSS ratio of 8192x2048 to
 1024x256 (host memory; device memory is not measured). Issue 5's targets are judged on
 the CPU run only. A backend that cannot run here stops the command before the export.
 Writes a table, JSON and a plot: runtime.json/.png for ort-cpu, runtime-BACKEND.json/.png
-otherwise.
+otherwise, into ./creps-bench-out/ (or --out); only --record updates the committed record
+in the checkout's benchmarks/results/. This module also holds what the scripts under
+benchmarks/ share with it: where a run writes, and the machine its record names.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def backend_device(backend: str, threads: int) -> str:
     """What `backend` runs on, checked before any export: BackendUnavailable (one line)
     when it cannot run here."""
     if backend == "ort-cpu":
-        return cpu_name()
+        return cpu()[0]
     if backend == "ort-cuda":
         import onnxruntime as ort
 
@@ -398,34 +400,108 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def cpu_name() -> str:
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                    platform.processor())
+# ---- where a benchmark writes, and the machine its record names -----------------------------
+
+SCRATCH = Path("creps-bench-out")  # in the working directory: a run's figures, never the committed record
+CHECKOUT_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# What decides a float32/bfloat16 GEMM's speed (x86 /proc/cpuinfo 'flags', Arm 'Features').
+GEMM_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "asimd", "bf16")
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # bfloat16 arithmetic in hardware; without one it is emulated
+
+
+def output_folder(out: Path | None, record: bool, results: Path) -> Path:
+    """Where a benchmark writes: --out, or with --record the committed records of the checkout
+    it runs from (`results`; refused elsewhere), else ./creps-bench-out/. Checked before any
+    work, so a refusal costs nothing."""
+    if not record:
+        if out is not None and out.resolve() == results.resolve():
+            raise click.UsageError(f"{out} holds the committed records: update them with --record")
+        return SCRATCH if out is None else out
+    if out is not None:
+        raise click.UsageError("give --out or --record, not both")
+    if not results.is_dir():
+        raise click.UsageError(f"--record updates benchmarks/results/ of a creps checkout, and {results.parents[1]} "
+                               "is not one: write elsewhere with --out")
+    return results
+
+
+def cpu(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """This CPU's model name and feature flags, from /proc/cpuinfo where there is one."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first CPU's
+    except OSError:  # not Linux
+        pass
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    return model, set((fields.get("flags") or fields.get("Features", "")).split())
+
+
+def has_bf16() -> bool:
+    return bool(cpu()[1] & BF16_FLAGS)
+
+
+def machine() -> dict:
+    """A record's description of where it was measured: CPU model, the flags that decide GEMM
+    speed, CPUs, the threads in use (PyTorch's where the benchmark imported it)."""
+    from creps.runtime.backends import available_cores
+
+    model, flags = cpu()
+    torch = sys.modules.get("torch")
+    return {"cpu": model, "flags": [f for f in GEMM_FLAGS if f in flags], "bf16_instructions": has_bf16(),
+            "cpus": os.cpu_count(), "usable_cpus": available_cores(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads() if torch else None, "platform": platform.platform()}
+
+
+class Run:
+    """One benchmark run, from its start: the record's machine, load averages, start and length."""
+
+    def __init__(self):
+        self.clock, self.started, self.load = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z"), os.getloadavg()
+
+    def record(self) -> dict:
+        return {"machine": {**machine(), "load_average_start": self.load, "load_average_end": os.getloadavg()},
+                "started": self.started, "seconds": round(time.perf_counter() - self.clock, 1)}
+
+
+def save_json(path: Path, report: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
-              show_default=True, help="Folder for runtime.json and runtime.png (runtime-BACKEND.* for a GPU backend).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Folder for runtime.json and runtime.png (runtime-BACKEND.* for a GPU backend) "
+                   f"[default: ./{SCRATCH}/].")
+@click.option("--record", is_flag=True,
+              help="Update the committed record in benchmarks/results/ of the checkout creps runs from.")
 @click.option("--backend", type=click.Choice(BENCH_BACKENDS), default="ort-cpu", show_default=True,
               help="What creps-run runs on; tensorrt builds fp32 engines for the benchmarked sizes first.")
 @click.option("--quick", is_flag=True, help="A tiny config at small sizes: checks the script, measures nothing.")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time the project's PyTorch model (eager, on the CPU).")
-def cli(out, backend, quick, with_torch):
+def cli(out, record, backend, quick, with_torch):
     """Benchmark creps-run at the published 256 config (random weights): time, peak host RSS,
     GFLOP/s against the GEMM ceiling of the backend's device (ort-cpu and ort-cuda),
     line/pixel split, tiling overhead, PyTorch eager on the CPU. Issue 5's targets are
     judged for ort-cpu only. A backend that cannot run here stops it before the export.
+    Takes about 7 min on 2 cores (--quick: under a minute).
 
     \b
     Example:
-      creps-bench                      # a few minutes on 2 cores; writes benchmarks/results/runtime.*
+      creps-bench                      # writes ./creps-bench-out/runtime.json and .png
+      creps-bench --record             # the same into the checkout's benchmarks/results/
       creps-bench --backend tensorrt   # on a GPU: builds engines, writes runtime-tensorrt.*
       creps-bench --quick --out /tmp/bench
     """
     from creps.runtime.backends import available_cores
 
+    if quick and record:
+        raise click.UsageError("--quick measures nothing, so it never updates the committed record: drop --record")
+    out = output_folder(out, record, CHECKOUT_RESULTS)
     threads = available_cores()
     device = backend_device(backend, threads)
     config = QUICK_CONFIG if quick else {}
@@ -437,7 +513,7 @@ def cli(out, backend, quick, with_torch):
         if backend == "tensorrt":
             click.echo("building TensorRT engines ...", err=True)
             build_engines(bundle, dict.fromkeys(sizes + rss_sizes))
-        load_start = os.getloadavg()
+        run = Run()  # the measurements' load and length, not the export's
         gemm = dict(n=256, rows=1024) if quick else {}
         ceiling = gemm_ceiling(threads, backend=backend, **gemm) if backend in ORT_DEVICES else None
         report = {"config": "quick" if quick else "published 256 (random weights)", "model": model,
@@ -446,8 +522,6 @@ def cli(out, backend, quick, with_torch):
                                    + (f"{threads} threads" if backend == "ort-cpu" else "data on the GPU"))
                   if ceiling else NO_CEILING,
                   "peak_rss": "host memory of the measuring process; device memory is not measured",
-                  "machine": {"cpu": cpu_name(), "cores": threads, "load_average_start": load_start},
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   **measure(bundle, backend, model, config, sizes, threads, with_torch)}
         rss = {row["size"]: row["runtime"] for row in report["rows"]}  # each row ran in a fresh process
         for size in rss_sizes:
@@ -462,8 +536,8 @@ def cli(out, backend, quick, with_torch):
             report["tiling_overhead"], report["tiling_overhead_skipped"] = [], NO_ONE_TILE
         else:
             report["tiling_overhead"] = measure_overhead(bundle, backend, sizes[:1] if quick else OVERHEAD_SIZES)
-        report["machine"]["load_average_end"] = os.getloadavg()
         report["gemm_ceiling_end_gflops"] = gemm_ceiling(threads, backend=backend, **gemm) if ceiling else None
+        report.update(run.record())
     if not quick and backend == "ort-cpu":
         report["targets"] = targets(report)
     write_report(report, out)
@@ -472,8 +546,7 @@ def cli(out, backend, quick, with_torch):
 def write_report(report: dict, out: Path) -> None:
     """runtime.json/.png for ort-cpu, runtime-BACKEND.json/.png for another backend."""
     stem = "runtime" if report["backend"] == "ort-cpu" else f"runtime-{report['backend']}"
-    with atomic_path(out / f"{stem}.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    save_json(out / f"{stem}.json", report)
     with atomic_path(out / f"{stem}.png") as tmp:
         plot(report, tmp)
     click.echo(table(report))

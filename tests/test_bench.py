@@ -1,6 +1,7 @@
 """creps-bench: its arithmetic against the figures docs/model.md states for the published
-config; the command on ort-cpu (--quick), unavailable GPU backends (one line, before the
-export), the report's files and table per backend, and the TensorRT path on stand-ins."""
+config; the command on ort-cpu (--quick, into the scratch folder only), unavailable GPU
+backends (one line, before the export), where runs write (--record, --out), the machine a
+record names, the report's files and table per backend, and the TensorRT path on stand-ins."""
 
 from __future__ import annotations
 
@@ -86,15 +87,28 @@ def test_cuda_provider_that_falls_back_to_the_cpu_is_refused(monkeypatch):
         bench.backend_device("ort-cuda", 1)
 
 
-def test_quick_ort_cpu(quick_bundle, monkeypatch, capsys, tmp_path):
+def records() -> dict:
+    """The committed records' files and modification times."""
+    return {p.name: p.stat().st_mtime_ns for p in bench.CHECKOUT_RESULTS.iterdir()}
+
+
+def test_quick_ort_cpu_writes_the_scratch_folder_only(quick_bundle, monkeypatch, capsys, tmp_path):
     bundle = tmp_path / "bundle"
     monkeypatch.setattr(bench, "export_model", lambda config, folder: (shutil.copytree(quick_bundle[0], bundle),
                                                                        quick_bundle[1]))
-    out = tmp_path / "out"
-    assert run_bench(monkeypatch, "--backend", "ort-cpu", "--quick", "--no-torch", "--out", str(out)) == 0
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = records()
+    assert run_bench(monkeypatch, "--backend", "ort-cpu", "--quick", "--no-torch") == 0
+    assert records() == before  # issue 10: --quick rewrote benchmarks/results/runtime.*
+    out = cwd / "creps-bench-out"
+    assert [p.name for p in cwd.iterdir()] == ["creps-bench-out"]  # no ./benchmarks/results/ either
     assert sorted(p.name for p in out.iterdir()) == ["runtime.json", "runtime.png"]
     report = json.loads((out / "runtime.json").read_text())
-    assert report["backend"] == "ort-cpu" and report["device"] == bench.cpu_name()
+    assert report["backend"] == "ort-cpu" and report["device"] == bench.cpu()[0]
+    assert report["machine"]["cpu"] == bench.cpu()[0] and report["machine"]["usable_cpus"] >= 1
+    assert set(report["machine"]["flags"]) <= set(bench.GEMM_FLAGS) and report["seconds"] > 0
     assert report["gemm_ceiling_gflops"] > 0 and "CPUExecutionProvider" in report["gemm_ceiling"]
     assert [row["size"] for row in report["rows"]] == ["64x64", "96x32"]
     for row, size in zip(report["rows"], [(64, 64), (96, 32)]):
@@ -107,6 +121,58 @@ def test_quick_ort_cpu(quick_bundle, monkeypatch, capsys, tmp_path):
     assert "targets" not in report  # --quick measures nothing to judge
     table = capsys.readouterr().out
     assert "backend ort-cpu on" in table and "ceiling" in table.splitlines()[2]
+    assert "wrote creps-bench-out/runtime.json" in table
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--quick", "--record"], "--quick measures nothing"),
+    (["--record", "--out", "x"], "give --out or --record"),
+    (["--out", str(bench.CHECKOUT_RESULTS)], "holds the committed records: update them with --record"),
+])
+def test_what_would_touch_the_record_wrongly_is_one_line_before_export(args, message, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "export_model", no_export)
+    monkeypatch.chdir(tmp_path)
+    before = records()
+    assert run_bench(monkeypatch, "--no-torch", *args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert records() == before and not any(tmp_path.iterdir())
+
+
+def test_record_outside_a_checkout_is_refused(monkeypatch, capsys, tmp_path):
+    """Installed without a checkout, creps has no benchmarks/results/ beside it."""
+    monkeypatch.setattr(bench, "CHECKOUT_RESULTS", tmp_path / "site-packages" / "benchmarks" / "results")
+    monkeypatch.setattr(bench, "export_model", no_export)
+    assert run_bench(monkeypatch, "--record", "--no-torch") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not one: write elsewhere with --out" in err[0], err
+    assert not (tmp_path / "site-packages").exists()
+
+
+def test_output_folder(tmp_path):
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    assert bench.output_folder(None, False, results) == Path("creps-bench-out")
+    assert bench.output_folder(tmp_path / "mine", False, results) == tmp_path / "mine"
+    assert bench.output_folder(None, True, results) == results
+    assert bench.CHECKOUT_RESULTS.is_dir()  # this checkout's, where --record writes
+
+
+@pytest.mark.parametrize("text,model,flags,bf16", [
+    ("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse avx fma avx2\n\nprocessor\t: 1\n"
+     "model name\t: other\nflags\t\t: avx512_bf16\n", "AMD EPYC 7B12", ["avx2", "fma"], False),
+    ("model name\t: Intel Xeon\nflags\t: avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile\n",
+     "Intel Xeon", ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"], True),
+    ("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n", None, ["asimd", "bf16"], True),  # Arm: no model name
+])
+def test_machine_from_cpuinfo(text, model, flags, bf16, tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    found, found_flags = bench.cpu(str(cpuinfo))
+    assert model is None or found == model
+    monkeypatch.setattr(bench, "cpu", lambda: (found, found_flags))
+    described = bench.machine()
+    assert described["flags"] == flags and described["bf16_instructions"] is bf16 and bench.has_bf16() is bf16
 
 
 def device_report(report: dict, backend: str) -> dict:
