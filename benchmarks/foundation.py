@@ -1,7 +1,7 @@
 """Issue 2's figures: model vs float64 reference, tiled vs whole, time to import an original pickle.
 
 - max abs difference of our float32 model against tests/reference_creps.py (a plain float64
-  implementation written from CREPS_MODEL.md) at several sizes, for a tiny, a mid-size and
+  implementation written from docs/model.md) at several sizes, for a tiny, a mid-size and
   the published config (random weights, image layers scaled to std 0.5 like a trained model);
 - tiled vs whole: `lines` on chunks of ys/xs and `pixels` on tiles vs one whole pass;
 - time for `creps.load_generator` to import an original-format pickle of the published 256

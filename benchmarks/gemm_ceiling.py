@@ -5,7 +5,7 @@ of "about 440 GFLOP/s" through ONNX Runtime. This script measures that ceiling a
 shapes on 1 and 2 threads (ONNX Runtime MatMul, constant weight, as creps.bench does), the
 same products in PyTorch in float32 and bfloat16, and turns the best float32 figure into
 the fastest possible 512x512 image of the published 256 config (its arithmetic from
-CREPS_MODEL.md, as creps-bench counts it). The bfloat16 products are timed only on a CPU
+docs/model.md, as creps-bench counts it). The bfloat16 products are timed only on a CPU
 with bfloat16 instructions (avx512_bf16, amx_bf16, Arm bf16): elsewhere PyTorch emulates
 them, more than ten times slower than float32, and the record says they were skipped. Run
 on a quiet machine.
