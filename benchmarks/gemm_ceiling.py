@@ -43,7 +43,7 @@ def torch_gflops(rows: int, n: int, dtype_name: str, threads: int, repeats: int 
     return 2 * rows * n * n / best / 1e9
 
 
-@benchmark("gemm_ceiling", __doc__, takes="about 1 min on 2 cores (AVX-512 with bf16), 2 min on AVX2")
+@benchmark("gemm_ceiling", __doc__, takes="about 1 min on 2 cores")
 def main() -> dict:
     bf16 = has_bf16()
     if not bf16:

@@ -82,7 +82,7 @@ def cross_checks(bundle_dir: Path, G) -> dict:
     }
 
 
-@benchmark("precision", __doc__, takes="about 4 min on 2 cores with AVX-512 (the record's run)")
+@benchmark("precision", __doc__, takes="about 4 min on 2 cores")
 def main() -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # calibration's progress
     for noisy in ("onnx_ir", "onnxscript", "root"):
