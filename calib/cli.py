@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from creps.cli import SEEDS, SIZE, entry_point
+from creps.cli import SEEDS, SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.files import atomic_path
 
@@ -38,7 +38,7 @@ def parse_floats(text: str) -> list[float]:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-@click.command(help=__doc__, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@command(help=__doc__, context_settings={"max_content_width": 100})
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Bundle folder written by creps-export.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="FP16 range analysis and FP16 graphs.")

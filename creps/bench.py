@@ -35,7 +35,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from creps.cli import entry_point
+from creps.cli import command, entry_point
 from creps.errors import CrepsError
 from creps.files import atomic_path
 from creps.runtime.backends import ORT_PROVIDERS, check_provider, ort_provider
@@ -472,7 +472,7 @@ def save_json(path: Path, report: dict) -> None:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Folder for runtime.json and runtime.png (runtime-BACKEND.* for a GPU backend) "
                    f"[default: ./{SCRATCH}/].")

@@ -1,14 +1,19 @@
-"""What every creps command shares: parameter types and the error boundary (torch-free).
+"""What every creps command shares: the command decorator, parameter types and the error
+boundary (torch-free).
 
 Library code raises typed errors (CrepsError and its kinds); `run_command` is the one
-place that turns them, and bad parameters, into one line on stderr and a non-zero exit.
+place that turns them, bad parameters and SIGINT/SIGTERM into one line on stderr and an
+exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
 import sys
+import threading
 
 import click
 
@@ -16,6 +21,56 @@ from creps import grid
 from creps.errors import CrepsError
 
 EXIT_ERROR = 1
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that every `finally` on the way out
+    runs (atomic_path removes its temporaries). A BaseException, as KeyboardInterrupt is, so
+    no `except Exception` swallows it; not a KeyboardInterrupt, which click turns into a
+    blank line and "Aborted!"."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interrupts_raise():
+    """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
+    ones are ignored, so a second Ctrl-C cannot cut the cleanup short. Signals a parent left
+    ignored (a shell's background job ignores SIGINT) stay ignored."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    raised = False
+
+    def handler(signum, frame):
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Interrupted(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
+    for signum, old in previous.items():
+        if old is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def command(**settings):
+    """click.command for every creps command: -h as well as --help, and --version."""
+    context = {"help_option_names": ["-h", "--help"], **settings.pop("context_settings", {})}
+
+    def decorate(function) -> click.Command:
+        cli = click.command(context_settings=context, **settings)(function)
+        return click.version_option(package_name="creps", message="%(prog)s %(version)s")(cli)
+
+    return decorate
 
 
 class ParsedType(click.ParamType):
@@ -47,11 +102,19 @@ def fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
-def run_command(command: click.Command) -> None:
-    """Run a click command with creps' error boundary: one line, non-zero exit, no traceback."""
+def run_command(command: click.Command, quiet_interrupt: bool = False) -> None:
+    """Run a click command with creps' error boundary: one line, non-zero exit, no traceback.
+
+    SIGINT and SIGTERM alike: temporaries removed, `interrupted`, exit 128 + the signal
+    (130, 143). `quiet_interrupt`: a child command whose parent says `interrupted` itself.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    interrupted = None
     try:
-        command.main(standalone_mode=False)
+        with interrupts_raise():
+            command.main(standalone_mode=False)
+    except Interrupted as exc:
+        interrupted = exc.signum
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -62,10 +125,12 @@ def run_command(command: click.Command) -> None:
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
-    except KeyboardInterrupt:
-        fail("interrupted")
     except MemoryError:
         fail("out of memory: use a smaller size, --tile or --max-memory")
+    if interrupted is not None:  # out here, the interrupted frames are gone: their progress bars closed first
+        if not quiet_interrupt:
+            click.echo("interrupted", err=True)
+        sys.exit(128 + interrupted)
 
 
 def entry_point(command: click.Command):

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+PARTIAL = ".partial"
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 @contextlib.contextmanager
@@ -15,28 +22,58 @@ def atomic_path(path: str | os.PathLike, directory: bool = False, overwrite: boo
 
     The temporary name starts with '.' and ends with '.partial', so an interrupted write
     never leaves something that looks like the real output. A directory target is
-    replaced whole (`overwrite`) or refused with FileExistsError.
+    replaced whole (`overwrite`) or refused with FileExistsError. An OSError about the
+    temporary (or about no file) is raised about `path`: the user never sees our name.
     """
     path = Path(path)
-    parent = path.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=parent)
-        os.close(fd)
-        tmp = Path(name)
+    prefix, tmp = f".{path.name}.", None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=PARTIAL, dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL, dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
         yield tmp
         if directory:
             if path.exists():
                 if not overwrite:
                     raise FileExistsError(f"{path} exists")
                 shutil.rmtree(path)
-            os.replace(tmp, path)
         else:
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        name = Path(str(exc.filename)).name
+        ours = exc.filename is None or (name.startswith(prefix) and name.endswith(PARTIAL))
+        if exc.errno is None or not ours:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if tmp is not None and tmp.exists():
+            remove(tmp)
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Remove the temporaries of `atomic_path(path)` that a process killed outright (SIGKILL,
+    power loss) left; only while no other process may be writing `path`."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL}"):
+        remove(leftover)
+
+
+@contextlib.contextmanager
+def creating_folder(folder: str | os.PathLike):
+    """Create `folder` (and its missing parents) for a command's outputs; if the block fails
+    or is interrupted, remove again those it created that are still empty."""
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in created:
+            with contextlib.suppress(OSError):  # not empty: something was written there
+                path.rmdir()
+        raise

@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 from creps import grid
 from creps.checkpoint import load_generator
-from creps.cli import FIT, SEEDS, SIZE, WINDOW, entry_point
+from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
 from creps.errors import CrepsError
-from creps.images import save_image, seed_filename
+from creps.files import creating_folder
+from creps.images import image_paths, save_image
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def render(G, z: torch.Tensor, psi: float, cutoff: int | None, ys: torch.Tensor,
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@command(context_settings={"max_content_width": 100})
 @click.option("--network", type=click.Path(path_type=Path, dir_okay=False),
               help="Checkpoint: ours (.safetensors) or an original CREPS .pkl. Default: the bundled model.")
 @click.option("--seeds", type=SEEDS, default="0", show_default=True, help="Seeds, e.g. 0,2,5-7.")
@@ -68,8 +69,8 @@ def render(G, z: torch.Tensor, psi: float, cutoff: int | None, ys: torch.Tensor,
 @click.option("--window", type=WINDOW, help="Part of the plane to show, x0,y0,x1,y1 (training view: 0,0,1,1).")
 @click.option("--fit", type=FIT, default="extend", show_default=True,
               help="Without --window, how a non-square size covers the training view.")
-@click.option("--outdir", type=click.Path(path_type=Path, file_okay=False), default="out", show_default=True,
-              help="Folder for seedNNNN.png.")
+@click.option("--outdir", type=click.Path(file_okay=False), default="out", show_default=True,
+              help="Folder (created if missing) of seedNNNN.png, one per seed.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] if available.")
 def cli(network, seeds, size, psi, cutoff, window, fit, outdir, device):
     """Generate images of any size from a CREPS checkpoint (PyTorch reference).
@@ -86,6 +87,7 @@ def cli(network, seeds, size, psi, cutoff, window, fit, outdir, device):
     """
     if not np.isfinite(psi):
         raise click.BadParameter(f"{psi} is not a finite number", param_hint="--trunc")
+    folder, paths = image_paths(outdir, seeds, option="--outdir", folder=True)
     torch_device = pick_device(device)
     G = load_generator(resolve_network(network)).to(torch_device)
     if cutoff is not None and cutoff > G.num_ws:
@@ -93,11 +95,11 @@ def cli(network, seeds, size, psi, cutoff, window, fit, outdir, device):
     width, height = size or (G.img_resolution, G.img_resolution)
     ys_np, xs_np = grid.coords(width, height, window, fit)
     ys, xs = torch.from_numpy(ys_np).to(torch_device), torch.from_numpy(xs_np).to(torch_device)
-    outdir.mkdir(parents=True, exist_ok=True)
     log.info("%d image(s) of %dx%d into %s", len(seeds), width, height, outdir)
-    for seed in tqdm(seeds, unit="image", desc="creps-generate"):
-        z = torch.from_numpy(grid.seed_to_z(seed, G.z_dim)).to(torch_device)
-        save_image(render(G, z, psi, cutoff, ys, xs), outdir / seed_filename(seed))
+    with creating_folder(folder):
+        for seed, path in zip(seeds, tqdm(paths, unit="image", desc="creps-generate")):
+            z = torch.from_numpy(grid.seed_to_z(seed, G.z_dim)).to(torch_device)
+            save_image(render(G, z, psi, cutoff, ys, xs), path)
 
 
 main = entry_point(cli)

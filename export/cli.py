@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from creps.cli import SIZE, entry_point
+from creps.cli import SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.export.signature import MIN_OPSET
 from creps.runtime.cli import memory_option
@@ -37,7 +37,7 @@ def load_checkpoint(network: Path | None, purpose: str):
     return path, load_generator(path)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@command(context_settings={"max_content_width": 100})
 @click.option("--network", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint (.safetensors or original .pkl); default: the bundled default model.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import click
 
-from creps.cli import FIT, SEEDS, SIZE, WINDOW, entry_point
-from creps.errors import CrepsError
-from creps.images import seed_filename
+from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
+from creps.files import creating_folder
+from creps.images import OUT_RULE, image_paths
 from creps.runtime.backends import BACKENDS
 from creps.runtime.generate import Runtime
 from creps.runtime.tiling import parse_memory
@@ -26,23 +25,7 @@ def memory_option(ctx, param, value: str | None) -> int | None:
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def output_paths(out: Path, seeds: list[int]) -> list[Path]:
-    """One seed: `out` is the PNG (or a folder to put seedNNNN.png in); several: `out` is a folder."""
-    if len(seeds) == 1 and not out.is_dir():
-        if out.suffix.lower() != ".png":
-            raise CrepsError(f"--out {out}: creps-run writes PNG; name the file *.png (or give a folder)")
-        folder, paths = out.parent, [out]
-    else:
-        if out.exists() and not out.is_dir():
-            raise CrepsError(f"--out {out}: several seeds need a folder, and this is a file")
-        folder, paths = out, [out / seed_filename(seed) for seed in seeds]
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise CrepsError(f"--out {out}: cannot write into {folder}")
-    return paths
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""
+@command(epilog="""
 \b
 Examples:
   creps-run --size 2048x512 --out pano.png                 # the bundled default model
@@ -67,21 +50,21 @@ Examples:
               help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run of the graphs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="PNG file for one seed; a folder of seedNNNN.png for several.")
+@click.option("--out", type=click.Path(), required=True, help=OUT_RULE)
 def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch, threads, out):
     """Generate images of any size from a creps bundle (ONNX Runtime or TensorRT, no PyTorch).
 
     The PNG is streamed band by band, so memory stays flat however large the image.
     """
+    folder, paths = image_paths(out, seeds)  # before a first run's export of the default model
     if bundle is None:
         from creps.runtime.default import default_bundle
 
         bundle = default_bundle()
     runtime = Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads)
     runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
-    paths = output_paths(out, seeds)
-    runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
+    with creating_folder(folder):
+        runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
     log.info("wrote %s", out)
 
 

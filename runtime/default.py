@@ -4,13 +4,18 @@ The package ships the default generator as a checkpoint (`creps/data/default/
 network.safetensors`), not as ONNX graphs: a bundle is a build product of the
 checkpoint. The first `creps-run` without `--bundle` runs `creps-export` on it (this needs
 PyTorch and the exporter) into `$XDG_CACHE_HOME/creps/bundles/default-<sha256 prefix>`,
-keyed by the checkpoint's hash so a new default model gets a new bundle. The exporter
-writes the folder atomically, so an interrupted first run leaves nothing behind. It runs
-as a separate command, so the runtime itself never imports PyTorch or the exporter.
+keyed by the checkpoint's hash so a new default model gets a new bundle. It runs as a
+separate command, so the runtime itself never imports PyTorch or the exporter.
+
+Only a folder with a manifest counts: the exporter writes it atomically (as
+`.default-<hash>.<random>.partial` until complete), one process at a time exports
+(a lock on the cache folder), and that process first removes what a killed export left.
+An interrupted first run passes the signal on to the exporter and waits for it to clean up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -18,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from creps.errors import CrepsError
+from creps.errors import CrepsError, install_hint
+from creps.files import remove_leftovers
 from creps.runtime.bundle import MANIFEST, sha256_file
 
 log = logging.getLogger(__name__)
@@ -60,11 +66,43 @@ def default_bundle() -> Path:
     if missing:
         raise CrepsError(
             f"no --bundle given: the default model is exported once into {bundle}, which needs "
-            f"{', '.join(missing)} (pip install torch==2.13.0 'creps[export]'), or pass --bundle DIR"
+            f"{', '.join(missing)} ({install_hint('export')}), or pass --bundle DIR"
         )
-    log.warning("first run: exporting the default model into %s (once)", bundle)
-    command = [sys.executable, "-c", "from creps.export.cli import main; main()",
-               "--network", str(checkpoint), "--out", str(bundle), "--onnx"]
-    if subprocess.run(command, stdin=subprocess.DEVNULL).returncode != 0:
-        raise CrepsError(f"exporting the default model into {bundle} failed (see above); or pass --bundle DIR")
+    with export_lock(bundle.parent):
+        if not (bundle / MANIFEST).is_file():  # or another process exported it while this one waited
+            remove_leftovers(bundle)
+            log.warning("first run: exporting the default model into %s (once)", bundle)
+            export(checkpoint, bundle)
     return bundle
+
+
+@contextlib.contextmanager
+def export_lock(folder: Path):
+    """Hold an exclusive lock on `folder` (released by the kernel if this process dies)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def export(checkpoint: Path, bundle: Path) -> None:
+    """Run creps-export on `checkpoint` into `bundle` (replacing a folder without a manifest)."""
+    command = [sys.executable, "-c", "from creps.cli import run_command; from creps.export.cli import cli; "
+               "run_command(cli, quiet_interrupt=True)",
+               "--network", str(checkpoint), "--out", str(bundle), "--onnx", "--force"]
+    # A session of its own: a terminal's Ctrl-C reaches this process only, which passes it on
+    # once as SIGTERM; the exporter removes its temporaries and leaves `interrupted` to us.
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        code = child.wait()
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+    if code != 0:
+        raise CrepsError(f"exporting the default model into {bundle} failed (see above); or pass --bundle DIR")

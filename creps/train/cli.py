@@ -7,7 +7,7 @@ import os
 
 import click
 
-from creps.cli import entry_point
+from creps.cli import command, entry_point
 from creps.train.loop import TrainOptions, train
 
 EXAMPLES = """
@@ -26,7 +26,7 @@ Examples:
 """
 
 
-@click.command(epilog=EXAMPLES, context_settings={"max_content_width": 100})
+@command(epilog=EXAMPLES, context_settings={"max_content_width": 100})
 @click.option("--data", required=True, type=click.Path(), help="Folder of images (searched recursively) or a zip.")
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), help="Where snapshots and stats go.")
 @click.option("--resolution", default=256, show_default=True, help="Training resolution (power of two >= 8).")
