@@ -50,16 +50,11 @@ from typing import Protocol
 import numpy as np
 
 from creps.errors import BundleError, CrepsError
-from creps.runtime.bundle import Bundle
+from creps.runtime.bundle import STAGE_IO, Bundle, check_graph_file, graph_key
 
 log = logging.getLogger(__name__)
 
 RUN_STAGES = ("mapping", "lines", "pixels")
-STAGE_IO = {
-    "mapping": (("z", "psi"), ("ws",)),
-    "lines": (("ws", "ys", "xs"), ("cols", "rows")),
-    "pixels": (("ws", "cols", "rows"), ("img",)),
-}
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "tensorrt")
 ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
 
@@ -145,6 +140,8 @@ class OrtBackend:
                 raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
             check_provider(session, self.name, provider)
             check_io(bundle, stage, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+            check_graph_file(bundle, graph_key(stage), {t.name: t.shape for t in session.get_inputs()
+                                                        + session.get_outputs()})
             self.sessions[stage] = session
 
     def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,7 +167,7 @@ def tensorrt_backend(bundle: Bundle, threads: int | None):
 
 def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None) -> Backend:
     """The backend called `name`; `auto` = TensorRT if the bundle has engines that run
-    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU."""
+    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU (logged, with why)."""
     if name == "ort-cpu":
         return OrtBackend(bundle, threads, "cpu")
     if name == "ort-cuda":
@@ -179,11 +176,17 @@ def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None)
         return tensorrt_backend(bundle, threads)
     if name != "auto":
         raise CrepsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    candidates = (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]
-    for candidate in candidates:
+    passed = [] if bundle.engines else ["the bundle has no TensorRT engines"]  # why each better one was not taken
+    for candidate in (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]:
         try:
-            return open_backend(bundle, candidate, threads)
+            backend = open_backend(bundle, candidate, threads)
         except BackendUnavailable as exc:
-            # Engines that do not run here deserve a warning; a machine without CUDA is normal.
-            (log.warning if candidate == "tensorrt" else log.info)("auto backend: %s; falling back", exc)
-    return open_backend(bundle, "ort-cpu", threads)
+            if candidate == "tensorrt":  # engines that do not run here deserve a warning; no CUDA is normal
+                log.warning("auto backend: %s; falling back", exc)
+            passed.append(str(exc))
+            continue
+        log.info("auto backend: %s (%s)", candidate, "; ".join(passed + [f"{candidate} runs here"]))
+        return backend
+    backend = open_backend(bundle, "ort-cpu", threads)
+    log.info("auto backend: ort-cpu (%s)", "; ".join(passed))
+    return backend

@@ -37,8 +37,32 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STAGES = ("mapping", "lines", "pixels", "generator")
 PRECISIONS = ("fp32", "fp16", "int8")
-MODEL_KEYS = ("z_dim", "w_dim", "num_ws", "num_blocks", "rank", "biline_channels", "img_resolution",
-              "img_channels")
+MODEL_FIELDS = ("z_dim", "w_dim", "num_ws", "num_blocks", "blocks", "rank", "biline_channels", "img_resolution",
+                "img_channels", "mapping_layers", "channel_base", "channel_max", "truncation_cutoff")
+# The largest size a manifest may state: the C runtime and TensorRT's shape ranges hold an int32,
+# and no model comes near it; a bigger number is damage, not a model.
+MAX_SIZE = 2**31 - 1
+# The stage contract (DESIGN's stage table): each stage's inputs and outputs, and each tensor's
+# axes: a model field for a fixed axis, the literal size, or a dynamic axis's meaning.
+STAGE_IO = {
+    "mapping": (("z", "psi"), ("ws",)),
+    "lines": (("ws", "ys", "xs"), ("cols", "rows")),
+    "pixels": (("ws", "cols", "rows"), ("img",)),
+    "generator": (("z", "psi", "ys", "xs"), ("img",)),
+}
+DYNAMIC = ("batch", "height", "width")
+AXES = {
+    "z": ("batch", "z_dim"),
+    "psi": (1,),
+    "ws": ("batch", "num_ws", "w_dim"),
+    "ys": ("height",),
+    "xs": ("width",),
+    "cols": ("batch", "num_blocks", "biline_channels", "height", "rank"),
+    "rows": ("batch", "num_blocks", "biline_channels", "width", "rank"),
+    "img": ("batch", "img_channels", "height", "width"),
+}
+IO_DTYPE = "float32"  # every backend feeds and returns float32 host arrays
+EDITED = "restore manifest.json or re-export the bundle"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -94,34 +118,112 @@ def _require(cond: bool, path, message: str) -> None:
         raise BundleError(f"{path}: {message}")
 
 
+def _size(value, least: int = 1) -> bool:
+    return type(value) is int and least <= value <= MAX_SIZE  # type(): a JSON true is no size
+
+
+def validate_model(model, path) -> None:
+    """The model section's fields, each of its type and range, and their relations."""
+    _require(isinstance(model, dict), path, "manifest has no model section")
+    unknown = sorted(map(str, set(model) - set(MODEL_FIELDS)))
+    _require(not unknown, path, f"manifest model section has unknown field {', '.join(unknown)} "
+                                "(a bundle from a newer creps?)")
+    missing = [k for k in MODEL_FIELDS if k not in model]
+    _require(not missing, path, f"manifest model section lacks {', '.join(missing)}")
+    for field in MODEL_FIELDS:
+        value = model[field]
+        if field == "blocks":
+            ok, want = isinstance(value, list) and value and all(_size(b) for b in value), "a list of sizes"
+        elif field == "truncation_cutoff":
+            ok, want = value is None or _size(value, 0), "null or a count"
+        else:
+            ok, want = _size(value), f"an integer in 1..{MAX_SIZE}"
+        _require(ok, path, f"manifest model {field} = {json.dumps(value)[:40]} must be {want}")
+
+
+def validate_relations(model: dict, path) -> None:
+    """What the model section's fields imply of each other (DESIGN: B = log2(res) - 2 blocks, b8 ... b_res)."""
+    blocks, res = model["blocks"], model["img_resolution"]
+    _require(len(blocks) == model["num_blocks"], path,
+             f"manifest model blocks {blocks} has {len(blocks)} entries, num_blocks is {model['num_blocks']}; {EDITED}")
+    # res == 2 ** (num_blocks + 2) without raising 2 to a damaged num_blocks.
+    _require(res & (res - 1) == 0 and res.bit_length() == model["num_blocks"] + 3, path,
+             f"manifest model img_resolution = {res} contradicts num_blocks = {model['num_blocks']} "
+             f"(B = log2(img_resolution) - 2 blocks); {EDITED}")
+    _require(blocks == [8 * 2**i for i in range(len(blocks))], path,
+             f"manifest model blocks {blocks} are not 8, 16, ..., img_resolution {res}; {EDITED}")
+    cutoff = model["truncation_cutoff"]
+    _require(cutoff is None or cutoff <= model["num_ws"], path,
+             f"manifest model truncation_cutoff = {cutoff} exceeds num_ws = {model['num_ws']}; {EDITED}")
+
+
+def _shape_text(shape) -> str:
+    return json.dumps(shape)[:80] if isinstance(shape, list) else repr(shape)[:80]
+
+
+def validate_signature(key: str, entry: dict, model: dict, path) -> None:
+    """A graph entry's recorded IO (names, dtypes, ranks, fixed sizes) against its stage's
+    contract and the model section: the manifest is not hashed, so an edited field shows here."""
+    for side, names in zip(("inputs", "outputs"), STAGE_IO[entry["stage"]]):
+        tensors = entry.get(side)
+        _require(isinstance(tensors, list) and all(isinstance(t, dict) for t in tensors), path,
+                 f"graph {key}: {side} is not a list of tensors")
+        got = [t.get("name") for t in tensors]
+        _require(len(got) == len(names) and set(got) == set(names), path,
+                 f"graph {key}: {side} {json.dumps(got)[:80]}, the {entry['stage']} stage has {', '.join(names)}")
+        for tensor in tensors:
+            name, shape, axes = tensor["name"], tensor.get("shape"), AXES[tensor["name"]]
+            _require(tensor.get("dtype") == IO_DTYPE, path,
+                     f"graph {key}: {name} has dtype {tensor.get('dtype')!r}, the runtime feeds {IO_DTYPE}")
+            _require(isinstance(shape, list) and len(shape) == len(axes), path,
+                     f"graph {key}: {name} has shape {_shape_text(shape)}, the stage contract has rank {len(axes)} "
+                     f"[{', '.join(map(str, axes))}]")
+            for axis, (size, meaning) in enumerate(zip(shape, axes)):
+                if meaning in DYNAMIC:
+                    _require(isinstance(size, str) and size, path,
+                             f"graph {key}: {name} axis {axis} ({meaning}) is fixed at {size!r}; the runtime needs "
+                             "it dynamic; re-export the bundle")
+                elif isinstance(meaning, int):
+                    _require(type(size) is int and size == meaning, path,
+                             f"graph {key}: {name} has shape {_shape_text(shape)}, the stage contract says {list(axes)}")
+                else:
+                    _require(type(size) is int and size == model[meaning], path,
+                             f"manifest model {meaning} = {model[meaning]} contradicts graph {key}: its {name} has "
+                             f"shape {_shape_text(shape)} [{', '.join(axes)}]; {EDITED}")
+
+
+def _plain_name(file: str) -> bool:
+    return bool(file) and "/" not in file and "\\" not in file and "\0" not in file and not file.startswith(".")
+
+
 def validate_manifest(manifest: dict, path) -> None:
-    """Check the manifest's structure; raises BundleError naming what is wrong."""
+    """Check the manifest's structure and its model against every graph; raises BundleError naming what is wrong."""
     _require(isinstance(manifest, dict), path, "manifest is not a JSON object")
-    _require(manifest.get("format") == FORMAT, path, f"not a creps bundle (format {manifest.get('format')!r})")
+    _require(manifest.get("format") == FORMAT, path, f"not a creps bundle (format {manifest.get('format')!r:.40})")
     version = manifest.get("format_version")
     _require(
-        version == FORMAT_VERSION, path,
-        f"bundle format version {version!r}, this creps reads version {FORMAT_VERSION}; "
+        version == FORMAT_VERSION and type(version) is int, path,
+        f"bundle format version {version!r:.40}, this creps reads version {FORMAT_VERSION}; "
         "re-export the bundle with this creps (creps-export) or install the creps that wrote it",
     )
     model = manifest.get("model")
-    _require(isinstance(model, dict), path, "manifest has no model section")
-    missing = [k for k in MODEL_KEYS if not isinstance(model.get(k), int)]
-    _require(not missing, path, f"manifest model section lacks {', '.join(missing)}")
+    validate_model(model, path)
     graphs = manifest.get("graphs")
     _require(isinstance(graphs, dict) and graphs, path, "manifest lists no graphs")
-    for key, entry in {**graphs, **manifest.get("engines", {})}.items():
+    engines = manifest.get("engines", {})
+    _require(isinstance(engines, dict), path, "manifest engines is not an object")
+    for key, entry in [*graphs.items(), *engines.items()]:
         _require(isinstance(entry, dict), path, f"entry {key} is not an object")
         for field in ("file", "sha256", "precision"):
             _require(isinstance(entry.get(field), str), path, f"entry {key} lacks {field}")
-        _require(entry["precision"] in PRECISIONS, path, f"entry {key}: unknown precision {entry['precision']!r}")
-        _require(
-            "/" not in entry["file"] and "\\" not in entry["file"] and not entry["file"].startswith("."),
-            path, f"entry {key}: file {entry['file']!r} must be a plain name inside the bundle",
-        )
+        _require(entry["precision"] in PRECISIONS, path, f"entry {key}: unknown precision {entry['precision']!r:.40}")
+        _require(_plain_name(entry["file"]), path,
+                 f"entry {key}: file {entry['file']!r:.80} must be a plain name inside the bundle")
     for key, entry in graphs.items():
-        _require(entry.get("stage") in STAGES, path, f"graph {key}: unknown stage {entry.get('stage')!r}")
+        _require(entry.get("stage") in STAGES, path, f"graph {key}: unknown stage {entry.get('stage')!r:.40}")
         _require(key == graph_key(entry["stage"], entry["precision"]), path, f"graph {key}: key does not match")
+        validate_signature(key, entry, model, path)
+    validate_relations(model, path)
 
 
 def read_bundle(path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
@@ -132,7 +234,7 @@ def read_bundle(path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
     _require(manifest_path.is_file(), path, f"no {MANIFEST} (not a bundle, or an export that did not finish)")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad UTF-8, JSON or a 4300+ digit int
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
     validate_manifest(manifest, path)
     bundle = Bundle(path, manifest)
@@ -151,6 +253,26 @@ def verify_file(bundle: Bundle, key: str, entry: dict) -> None:
         f"{entry['file']} ({key}) does not match its sha256 in the manifest (corrupt or altered); "
         "re-export the bundle",
     )
+
+
+def check_graph_file(bundle: Bundle, key: str, shapes: dict[str, list]) -> None:
+    """Refuse a graph file whose IO shapes, as the backend's library reads them from the file
+    ({name: shape}; a dynamic axis a name, None or -1), are not those its entry records.
+
+    read_bundle checked the recorded signature against the model section; the manifest is
+    not hashed, so a model field edited together with the recorded shapes is caught here.
+    """
+    entry = bundle.graphs[key]
+    for tensor in entry["inputs"] + entry["outputs"]:
+        recorded, actual = tensor["shape"], shapes.get(tensor["name"])
+
+        def same(want, have) -> bool:
+            fixed = isinstance(have, int) and have >= 0
+            return have == want if isinstance(want, int) else not fixed
+
+        _require(actual is not None and len(actual) == len(recorded) and all(map(same, recorded, actual)),
+                 bundle.path, f"{entry['file']}: {tensor['name']} has shape {actual}, the manifest records "
+                              f"{recorded}; {EDITED}")
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
