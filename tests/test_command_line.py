@@ -1,0 +1,76 @@
+"""creps.cli: every command takes -h and --version; a signal is one line, exit 128 + signal, cleanup run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from creps.cli import command, run_command
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+SCRIPTS = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """The console script `name` as pip installs it (module:function from pyproject.toml), in a subprocess."""
+    module, function = SCRIPTS[name].split(":")
+    code = f"import sys, importlib; sys.argv[0] = {name!r}; importlib.import_module({module!r}).{function}()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_version_and_short_help(name):
+    version = script(name, "--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"{name} {importlib.metadata.version('creps')}", \
+        version.stderr
+    short = script(name, "-h")
+    assert short.returncode == 0 and "Usage:" in short.stdout and "--version" in short.stdout, short.stderr
+
+
+def interrupted_command(signum: int, cleaned: list):
+    @command()
+    def cli():
+        try:
+            os.kill(os.getpid(), signum)
+            signal.pause()  # the handler raises out of here
+        finally:
+            os.kill(os.getpid(), signum)  # a second one while cleaning up is ignored
+            cleaned.append(True)
+
+    return cli
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_signal_runs_the_cleanup_and_says_it_once(monkeypatch, capsys, signum, code, quiet):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    cleaned = []
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    with pytest.raises(SystemExit) as exit:
+        run_command(interrupted_command(signum, cleaned), quiet_interrupt=quiet)
+    assert exit.value.code == code and cleaned == [True]
+    assert capsys.readouterr().err == ("" if quiet else "interrupted\n")
+    assert {s: signal.getsignal(s) for s in before} == before  # this process's own handlers are back
+
+
+def test_an_ignored_signal_stays_ignored(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job has it
+    try:
+        @click.command()
+        def cli():
+            os.kill(os.getpid(), signal.SIGINT)
+            click.echo("done")
+
+        run_command(cli)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().out == "done\n"
