@@ -21,38 +21,40 @@ def atomic_path(path: str | os.PathLike, directory: bool = False, overwrite: boo
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
     The temporary name starts with '.' and ends with '.partial', so an interrupted write
-    never leaves something that looks like the real output. A directory target is
+    never leaves something that looks like the real output; nor do the folders made for
+    it stay behind empty (creating_folder). A directory target is
     replaced whole (`overwrite`) or refused with FileExistsError. An OSError about the
     temporary (or about no file) is raised about `path`: the user never sees our name.
     """
     path = Path(path)
     prefix, tmp = f".{path.name}.", None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=PARTIAL, dir=path.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL, dir=path.parent)
-            os.close(fd)
-            tmp = Path(name)
-        yield tmp
-        if directory:
-            if path.exists():
-                if not overwrite:
-                    raise FileExistsError(f"{path} exists")
-                shutil.rmtree(path)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with creating_folder(path.parent):
+            try:
+                if directory:
+                    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=PARTIAL, dir=path.parent))
+                else:
+                    fd, name = tempfile.mkstemp(prefix=prefix, suffix=PARTIAL, dir=path.parent)
+                    os.close(fd)
+                    tmp = Path(name)
+                yield tmp
+                if directory:
+                    if path.exists():
+                        if not overwrite:
+                            raise FileExistsError(f"{path} exists")
+                        shutil.rmtree(path)
+                else:
+                    os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            finally:  # before creating_folder looks whether the folders it made are empty
+                if tmp is not None and tmp.exists():
+                    remove(tmp)
     except OSError as exc:
         name = Path(str(exc.filename)).name
         ours = exc.filename is None or (name.startswith(prefix) and name.endswith(PARTIAL))
         if exc.errno is None or not ours:
             raise
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    finally:
-        if tmp is not None and tmp.exists():
-            remove(tmp)
 
 
 def remove_leftovers(path: str | os.PathLike) -> None:

@@ -156,3 +156,13 @@ def test_creps_generate_leaves_no_outdir_on_a_failure(monkeypatch, capsys, tiny_
         generate.main()
     assert exit.value.code == 1 and "NaN" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]
+
+
+@pytest.mark.parametrize("directory", [False, True])
+def test_a_failed_atomic_write_leaves_no_folder_it_made(tmp_path, directory):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "kept" / "new" / "deeper" / "out.png", directory=directory) as tmp:
+            (tmp / "graph.onnx" if directory else tmp).write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
