@@ -488,7 +488,7 @@ def cli(out, record, backend, quick, with_torch):
     GFLOP/s against the GEMM ceiling of the backend's device (ort-cpu and ort-cuda),
     line/pixel split, tiling overhead, PyTorch eager on the CPU. Issue 5's targets are
     judged for ort-cpu only. A backend that cannot run here stops it before the export.
-    Takes about 7 min on 2 cores (--quick: under a minute).
+    Takes about 7 min on 2 cores (--quick: about 1 min).
 
     \b
     Example:
