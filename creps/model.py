@@ -206,7 +206,7 @@ class MappingNetwork(nn.Module):
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, update_emas=False):
         if c is not None and c.numel():
             raise ValueError("conditional generators (c_dim > 0) are not supported")
-        x = z.to(torch.float32)
+        x = z.to(self.w_avg.dtype)  # the network's float type: float32, float64 in exact tests
         x = x * (x.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # (N, z_dim)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)  # (N, w_dim)

@@ -145,6 +145,9 @@ class Trainer:
         self.images = load_images(prepare_dataset(opts.data, opts.resolution, cache_dir))
         self.gcfg = opts.generator_config()
         self.dcfg = opts.discriminator_config()
+        # The networks are made in torch's default dtype, float32; float64 in tests that compare
+        # sums in another order, where float32's rounding (~1e-4 after a step) would hide a bug.
+        self.dtype = torch.get_default_dtype()
         torch.manual_seed(opts.seed)
         self.G = Generator(self.gcfg).to(self.device).train()
         self.D = Discriminator(self.dcfg).to(self.device).train()
@@ -172,7 +175,7 @@ class Trainer:
     def real_images(self, rows: slice) -> torch.Tensor:
         """The real images for global rows `rows`, float in [-1, 1]: (n, 3, R, R)."""
         idx = self.real_idx[rows].numpy()
-        x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).to(self.device, torch.float32) / 127.5 - 1
+        x = torch.from_numpy(np.ascontiguousarray(self.images[idx])).to(self.device, self.dtype) / 127.5 - 1
         if self.real_flip is not None:
             x = torch.where(self.real_flip[rows].to(self.device).reshape(-1, 1, 1, 1), x.flip(3), x)
         return x
@@ -208,7 +211,7 @@ class Trainer:
             with self.autocast():
                 img = self.G(z[rows].to(self.device))  # (n, 3, R, R)
                 logits = self.D(self.augmented(img, aug, rows))  # (n, 1)
-            loss = generator_loss(logits.float())
+            loss = generator_loss(logits.to(self.dtype))
             (loss.sum() / B).backward()
             loss_sum += loss.detach().sum().item()
         self.finish_phase(self.G, self.G_opt)
@@ -247,8 +250,8 @@ class Trainer:
                 img = self.G.synthesis(ws)  # (n, 3, R, R)
             w_sum += ws[:, 0].double().sum(dim=0)
             with self.autocast():
-                fake_logits = self.D(self.augmented(img, aug_fake, rows)).float()
-                real_logits = self.D(self.augmented(self.real_images(rows), aug_real, rows)).float()
+                fake_logits = self.D(self.augmented(img, aug_fake, rows)).to(self.dtype)
+                real_logits = self.D(self.augmented(self.real_images(rows), aug_real, rows)).to(self.dtype)
             loss = discriminator_loss(fake_logits, real_logits)
             (loss.sum() / B).backward()
             totals += torch.tensor([loss.sum().item(), real_logits.sum().item(), fake_logits.sum().item(),
