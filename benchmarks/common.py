@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from creps.bench import SCRATCH, Run, output_folder, save_json
+from creps.cli import command
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,14 +28,13 @@ def benchmark(name: str, description: str, takes: str):
     measures and returns its report (its click options stacked below this decorator): a
     command that writes the report, with the machine and run time, as NAME.json."""
     def wrap(measure):
-        @click.command(help=f"{as_written(description)}\n\nTakes {takes}. Writes {name}.json into --out, or with "
-                            f"--record updates benchmarks/results/{name}.json.",
-                       context_settings={"help_option_names": ["-h", "--help"]})
+        @command(help=f"{as_written(description)}\n\nTakes {takes}. Writes {name}.json into --out, or with "
+                      f"--record updates benchmarks/results/{name}.json.")
         @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                       help=f"Folder for {name}.json [default: ./{SCRATCH}/].")
         @click.option("--record", is_flag=True, help=f"Update the committed benchmarks/results/{name}.json.")
         @functools.wraps(measure)
-        def command(out, record, **options):
+        def script(out, record, **options):
             folder = output_folder(out, record, RESULTS)
             run = Run()
             report = measure(**options)
@@ -42,6 +42,6 @@ def benchmark(name: str, description: str, takes: str):
             save_json(path, {**report, **run.record()})
             click.echo(f"saved {path}")
 
-        return command
+        return script
 
     return wrap
