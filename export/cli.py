@@ -14,6 +14,7 @@ import click
 from creps.cli import SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.export.signature import MIN_OPSET
+from creps.files import creating_folder
 from creps.runtime.cli import memory_option
 from creps.runtime.default import missing_exporter_modules
 
@@ -107,8 +108,9 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
     if with_onnx:
         from creps.export.writer import export_bundle
 
-        out = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
-                            progress=True)
+        with creating_folder(out.parent):  # failed or interrupted: no empty folder left for the bundle
+            out = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
+                                progress=True)
         click.echo(f"wrote {out}")
     if fp16 or int8 or trt:
         from creps.export.trt import precision_and_engines
