@@ -8,6 +8,7 @@ import os
 import click
 
 from creps.cli import command, entry_point
+from creps.files import creating_folder
 from creps.train.loop import TrainOptions, train
 
 EXAMPLES = """
@@ -62,7 +63,8 @@ def cli(**options):
     """
     if int(os.environ.get("RANK", "0")) == 0:
         logging.getLogger("creps").setLevel(logging.INFO)
-    train(TrainOptions(**options))
+    with creating_folder(options["outdir"]):  # stopped by an error or a signal: no empty --outdir left
+        train(TrainOptions(**options))
 
 
 main = entry_point(cli)
