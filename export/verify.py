@@ -71,13 +71,23 @@ def compare(ours: dict, ref: dict) -> tuple[dict[str, float], dict[str, float]]:
     return errors, magnitudes
 
 
+def check_finite(side: str, outputs: dict, case: str) -> None:
+    """Refuse NaN or Inf in any output: they compare as no error (Inf - Inf) or as no number at all."""
+    for name, value in outputs.items():
+        if not np.isfinite(value).all():
+            raise ExportError(
+                f"parity check failed: {side} gives non-finite values (NaN or Inf) in {name} at {case} "
+                "(are the checkpoint's weights finite?); no bundle written"
+            )
+
+
 def verify_bundle(G: Generator, folder: Path, truncation_cutoff: int | None = None,
                   tolerance: float = TOLERANCE, progress: bool = False) -> dict:
     """Run every fp32 graph at each of SIZES and BATCHES; returns the manifest's verification record.
 
     The tolerance is absolute for outputs within [-1, 1] (a trained model's image) and
     relative to the largest magnitude beyond (intermediates, untrained weights).
-    Raises ExportError naming the case and output when an error exceeds it.
+    Raises ExportError naming the case and output when an error exceeds it or a value is not finite.
     """
     bundle = read_bundle(folder)
     sessions = {entry["stage"]: cpu_session(bundle.file(entry))
@@ -88,17 +98,20 @@ def verify_bundle(G: Generator, folder: Path, truncation_cutoff: int | None = No
     for (label, width, height, window), batch in tqdm(cases, desc="verify", unit="case", disable=not progress):
         ys, xs = grid.coords(width, height, window)
         z = rng.randn(batch, G.cfg.z_dim).astype(np.float32)  # (N, z_dim)
-        errors, magnitudes = compare(run_stages(sessions, z, ys, xs), reference(G, z, ys, xs, truncation_cutoff))
+        case = f"{label} {width}x{height} batch {batch}"
+        ours, ref = run_stages(sessions, z, ys, xs), reference(G, z, ys, xs, truncation_cutoff)
+        check_finite("PyTorch", ref, case)  # first: a model that is not finite is the cause, not the export
+        check_finite("ONNX Runtime", ours, case)
+        errors, magnitudes = compare(ours, ref)
         records.append({"case": label, "width": width, "height": height, "batch": batch,
                         "window": list(window) if window else None, "max_abs_error": errors,
                         "max_abs_value": magnitudes})
-        log.info("%s %dx%d batch %d: max abs error %s", label, width, height, batch, errors)
+        log.info("%s: max abs error %s", case, errors)
         for name, error in errors.items():
-            if error > tolerance * max(1.0, magnitudes[name]):
+            if not error <= tolerance * max(1.0, magnitudes[name]):  # written so that a NaN fails too
                 raise ExportError(
                     f"parity check failed: {name} differs from PyTorch by {error:.3g} (values up to "
-                    f"{magnitudes[name]:.3g}) at {label} {width}x{height} batch {batch} "
-                    f"(tolerance {tolerance:g}); no bundle written"
+                    f"{magnitudes[name]:.3g}) at {case} (tolerance {tolerance:g}); no bundle written"
                 )
     return {"runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider", "psi": PSI,
             "tolerance": tolerance, "max_abs_error": max(max(r["max_abs_error"].values()) for r in records),
