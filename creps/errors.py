@@ -27,7 +27,7 @@ def install_hint(extra: str) -> str:
     `extra` is a name in pyproject.toml's optional-dependencies (export, train, ort, trt...).
     The one place that spells the command, so every 'needs X' message gives the same one.
     """
-    torch_first = "pip install torch==2.13.0 && " if extra in ("torch", "export", "train", "test") else ""
+    torch_first = "pip install torch==2.13.0 && " if extra in ("torch", "export", "train", "bench", "test") else ""
     return f"{torch_first}pip install -e '.[{extra}]' in the creps checkout"
 
 

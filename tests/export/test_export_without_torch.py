@@ -4,53 +4,20 @@ plans from an existing bundle import no torch; what needs a checkpoint says so i
 import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from creps.errors import install_hint
 from creps.export.trt_plan import build_plan
 from creps.runtime.bundle import read_bundle
+from without_packages import assert_one_line_error, run_without
 
-# Runs creps-export with every import of the packages named in the second argument refused
-# and recorded; the names tried are written to the file given as the first argument when
-# the process exits.
-WITHOUT_TORCH = """
-import atexit, sys
-
-class BlockTorch:
-    tried = []
-    blocked = []
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.blocked:
-            self.tried.append(name)
-            raise ImportError(f"{name} is blocked in this test")
-
-record = sys.argv.pop(1)
-BlockTorch.blocked = sys.argv.pop(1).split(",")
-sys.meta_path.insert(0, BlockTorch())
-atexit.register(lambda: open(record, "w").write(" ".join(BlockTorch.tried)))
-from creps.export.cli import main
-main()
-"""
+ENGINE_PATH_NEEDS_NONE_OF = ("torch", "onnx", "onnxscript")  # a JetPack device: TensorRT, numpy, click
 
 
-ENGINE_PATH_NEEDS_NONE_OF = "torch,onnx,onnxscript"  # a JetPack device: TensorRT, numpy, click
-
-
-def export_without_torch(tmp_path, *args, blocked="torch"):
+def export_without_torch(tmp_path, *args, blocked=("torch",)):
     """(the finished process, the blocked modules it tried to import)."""
-    record = tmp_path / "torch_imports.txt"
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(record), blocked, *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
-    return done, record.read_text().split()
-
-
-def assert_one_line_error(done, message):
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
+    return run_without(blocked, "creps.export.cli:main", *args, tmp_path=tmp_path)
 
 
 def test_dry_run_on_a_bundle_prints_the_plan_without_torch(bundle, tmp_path):
@@ -94,7 +61,7 @@ def test_checkpoint_work_without_torch_is_one_line(checkpoint, tmp_path, args, m
     out = tmp_path / "new"
     done, tried = export_without_torch(tmp_path, "--network", checkpoint, "--out", out, *args)
     assert_one_line_error(done, message)
-    assert "pip install 'creps[export]'" in done.stderr and tried
+    assert install_hint("export") in done.stderr and tried
     assert not out.exists()
 
 
