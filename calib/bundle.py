@@ -1,8 +1,10 @@
 """Add FP16 and INT8 graphs to a bundle, with their predicted / measured error in the manifest.
 
 Graph keys follow `creps.runtime.bundle.graph_key`: `lines.fp16`, `pixels.fp16`,
-`lines.int8`, `pixels.int8`. Each graph file is written atomically, then the manifest,
-so an interrupted run leaves the bundle as it was (at most an unlisted file).
+`lines.int8`, `pixels.int8`. All graphs are judged against the precision bars
+(calib/bars.py) before any is written; each graph file is written atomically, then the
+manifest, so a refusal or an interrupted run leaves the bundle as it was (at most an
+unlisted file).
 """
 
 from __future__ import annotations
@@ -15,15 +17,29 @@ from pathlib import Path
 import onnx
 
 from creps.calib import fp16, int8
-from creps.calib.samples import DEFAULT_JOBS, Job
-from creps.errors import BundleError
+from creps.calib.bars import PRECISION_BARS, shortfalls
+from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
+from creps.errors import BundleError, CrepsError
 from creps.export.signature import io_signature
 from creps.files import atomic_path
-from creps.runtime.bundle import file_entry, graph_key, read_bundle, write_manifest
+from creps.runtime.bundle import file_entry, graph_key, read_bundle, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
 STAGES = ("mapping", "lines", "pixels")
+FINITE_PROBE = 16  # rows and columns per job of the up-front check that the FP32 graphs give finite images
+
+
+class PrecisionError(CrepsError):
+    """FP16 or INT8 graphs refused: their images hold NaN or Inf, or miss the precision bar."""
+
+
+def check_source(bundle, checkpoint: str | os.PathLike | None) -> None:
+    """Refuse a checkpoint other than the one the bundle was exported from (its graphs would be another model's)."""
+    recorded = (bundle.manifest.get("source") or {}).get("sha256")
+    if checkpoint is not None and recorded and sha256_file(checkpoint) != recorded:
+        raise BundleError(f"{checkpoint} is not the checkpoint {bundle.path} was exported from "
+                          f"({bundle.manifest['source'].get('file', 'sha256 ' + recorded[:12])}): pass that one")
 
 
 def load_models(bundle) -> dict[str, onnx.ModelProto]:
@@ -62,35 +78,68 @@ def _write_graph(bundle, manifest: dict, stage: str, precision: str, model: onnx
         bundle.path, file, precision, stage=stage, opset=source.get("opset"), **io_signature(model), **fields)
 
 
+def check_fp32_finite(bundle, models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...]) -> None:
+    """Refuse a bundle whose FP32 graphs give NaN or Inf on the jobs (a cheap probe, before any long work)."""
+    runner = StageRunner(models)
+    for job in jobs:
+        check_reference(runner.image(job, FINITE_PROBE), f"{bundle.path}, {job.label}")
+
+
+def judge(precision: str, error: dict, bundle, keep_below_bar: bool) -> None:
+    """Refuse graphs with non-finite images, and graphs below the precision bar unless `keep_below_bar`
+    (then warn): before anything is written, so a refusal leaves the bundle as it was."""
+    if error["non_finite"]:
+        raise PrecisionError(f"{precision} graphs refused: {100 * error['non_finite']:.3g}% of their image values "
+                             f"are NaN or Inf (the FP32 graphs' are finite); nothing written to {bundle.path}")
+    misses = shortfalls(precision, error)
+    if not misses:
+        return
+    what = f"{precision} graphs below the {precision} bar ({', '.join(misses)} on the worst sample job)"
+    if not keep_below_bar:
+        raise PrecisionError(f"{what}; nothing written to {bundle.path} (creps-calib --force keeps them)")
+    log.warning("keeping %s because of --force", what)
+
+
 def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, int8_graphs: bool = False,
-                     G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None) -> dict:
+                     G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None,
+                     source: str | os.PathLike | None = None, keep_below_bar: bool = False) -> dict:
     """Write the requested FP16 / INT8 graphs into the bundle; returns the report.
 
     `jobs` drive the FP16 analysis and the INT8 calibration; the error against FP32 is
-    reported on full images of `error_jobs` (default: the same jobs).
+    reported on full images of `error_jobs` (default: the same jobs) and judged against
+    PRECISION_BARS. `source` is the checkpoint `G` came from: refused unless it is the
+    bundle's. Everything that can be refused is, before the long work or before writing.
     """
     error_jobs = error_jobs or jobs
     bundle = read_bundle(bundle_dir)
+    check_source(bundle, source)
+    models = load_models(bundle)
+    activation = activation_form_models(bundle, G) if int8_graphs else None
+    check_fp32_finite(bundle, models, jobs)
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "format_version")}
     manifest["graphs"] = dict(manifest["graphs"])
-    report = {"jobs": [j.to_dict() for j in jobs], "error_jobs": [j.to_dict() for j in error_jobs]}
+    report = {"jobs": [j.to_dict() for j in jobs], "error_jobs": [j.to_dict() for j in error_jobs],
+              "bars": {p: PRECISION_BARS[p] for p, wanted in (("fp16", fp16_graphs), ("int8", int8_graphs)) if wanted}}
+    graphs = []  # (stage, precision, model, manifest fields), written once all are judged
     if fp16_graphs:
-        models = load_models(bundle)
         plan = fp16.analyse(models, jobs)
         predicted = fp16.predict(models, plan, error_jobs)
+        judge("fp16", predicted["worst"], bundle, keep_below_bar)
         for stage in fp16.FP16_STAGES:
-            _write_graph(bundle, manifest, stage, "fp16", fp16.to_fp16(models[stage], plan.fp16_nodes[stage]),
-                         fp32_islands=[s.name for s in plan.stats if s.stage == stage and s.fp32_reason],
-                         predicted_error=predicted["worst"])
+            graphs.append((stage, "fp16", fp16.to_fp16(models[stage], plan.fp16_nodes[stage]),
+                           {"fp32_islands": [s.name for s in plan.stats if s.stage == stage and s.fp32_reason],
+                            "predicted_error": predicted["worst"]}))
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
-        models = activation_form_models(bundle, G)
-        quantized = int8.calibrate(models, jobs)
-        measured = int8.measure(models, quantized, error_jobs)
+        quantized = int8.calibrate(activation, jobs)
+        measured = int8.measure(activation, quantized, error_jobs)
+        judge("int8", measured["worst"], bundle, keep_below_bar)
         for stage, model in quantized.items():
-            _write_graph(bundle, manifest, stage, "int8", model, modulation="activation",
-                         qdq=int8.qdq_summary(model), measured_error=measured["worst"])
+            graphs.append((stage, "int8", model, {"modulation": "activation", "qdq": int8.qdq_summary(model),
+                                                  "measured_error": measured["worst"]}))
         report["int8"] = {"qdq": {s: int8.qdq_summary(m) for s, m in quantized.items()}, "measured_error": measured}
+    for stage, precision, model, fields in graphs:
+        _write_graph(bundle, manifest, stage, precision, model, **fields)
     manifest.setdefault("verification", {})
     manifest["verification"] = {**manifest["verification"], "precision": report}
     write_manifest(bundle.path, manifest)

@@ -7,7 +7,9 @@ Examples:
   creps-calib --bundle out/ffhq --seeds 0-3 --trunc 1.0,0.7 --sizes 512x512,2048x512 --report calib.json
 
 Sample jobs pair the seeds with the psi values and sizes, cycling the shorter lists
-(defaults: seed 0 at psi 1 and 512x512, seed 1 at psi 0.7 and 2048x512).
+(defaults: seed 0 at psi 1 and 512x512, seed 1 at psi 0.7 and 2048x512). Graphs whose
+images on the worst job miss the precision bar against fp32 are refused (--force keeps
+them, with a warning): {bars}. Graphs with NaN or Inf in their images are always refused.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import click
 
+from creps.calib.bars import describe_bars
 from creps.cli import SEEDS, SIZE, command, entry_point
 from creps.errors import CrepsError
+from creps.extras import require
 from creps.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -38,30 +42,32 @@ def parse_floats(text: str) -> list[float]:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-@command(help=__doc__, context_settings={"max_content_width": 100})
+@command(help=__doc__.format(bars=describe_bars()), context_settings={"max_content_width": 100})
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Bundle folder written by creps-export.")
 @click.option("--fp16/--no-fp16", default=True, show_default=True, help="FP16 range analysis and FP16 graphs.")
 @click.option("--int8", is_flag=True, help="INT8 Q/DQ graphs calibrated on the sample jobs.")
 @click.option("--network", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Checkpoint the bundle came from (INT8 re-exports folded graphs from it).")
+              help="Checkpoint the bundle came from (INT8 re-exports folded graphs from it; needs PyTorch).")
 @click.option("--seeds", type=SEEDS, default="0,1", show_default=True, help="Seeds of the sample jobs.")
 @click.option("--trunc", "psis", default="1.0,0.7", show_default=True, help="Truncation psi values, cycled.")
 @click.option("--sizes", default="512x512,2048x512", show_default=True, help="Sizes WxH, cycled.")
+@click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, force, report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
     jobs = jobs_from(seeds, parse_floats(psis), sizes)
     G = None
-    if network is not None:
+    if int8 and network is not None:  # only INT8 of folded graphs reads the checkpoint
+        require("creps-calib --int8 --network", "export")
         from creps.checkpoint import load_generator
 
         G = load_generator(network)
     from creps.calib.bundle import calibrate_bundle
 
-    result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs)
+    result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]

@@ -17,6 +17,7 @@ import onnx
 
 from creps import grid
 from creps.calib import emulate
+from creps.errors import NonFiniteError
 
 PSNR_PEAK = 2.0  # the image range [-1, 1], peak to peak
 PIXEL_BAND = 64  # rows per pixel-stage call: keeps memory flat at large sizes
@@ -85,18 +86,31 @@ class StageRunner:
         return self.pixels(ws, *self.lines(ws, ys, xs))
 
 
+def check_reference(reference: np.ndarray, where: str = "the sample jobs") -> None:
+    """Refuse FP32 images with NaN or Inf: the FP32 graphs themselves are broken."""
+    if not np.isfinite(reference).all():
+        raise NonFiniteError(f"the FP32 graphs give NaN or Inf values ({where}), so no FP16 or INT8 graph can be "
+                             "measured against them: re-export the bundle from a checkpoint with finite weights")
+
+
 def compare(reference: np.ndarray, test: np.ndarray) -> dict:
-    """Error of `test` against `reference` images: max abs, PSNR (peak 2.0), uint8 pixels changed."""
+    """Error of `test` against `reference` images: max abs, PSNR (peak 2.0), uint8 pixels changed,
+    and the fraction of `test` values that are NaN or Inf (counted as 0 in the other figures).
+    A non-finite reference is an error: the FP32 graphs themselves are broken."""
+    check_reference(reference)
+    non_finite = float(np.mean(~np.isfinite(test)))
+    test = np.nan_to_num(test, nan=0.0, posinf=0.0, neginf=0.0)
     diff = test.astype(np.float64) - reference.astype(np.float64)
     mse = float(np.mean(diff**2))
     psnr = math.inf if mse == 0 else 10 * math.log10(PSNR_PEAK**2 / mse)
     changed = np.any(grid.to_uint8(test) != grid.to_uint8(reference), axis=-1)
     return {"max_abs": float(np.max(np.abs(diff))), "psnr_db": round(psnr, 2) if math.isfinite(psnr) else None,
-            "uint8_pixels_changed": float(np.mean(changed))}
+            "uint8_pixels_changed": float(np.mean(changed)), "non_finite": non_finite}
 
 
 def worst(errors: list[dict]) -> dict:
-    """The worst of several `compare` results (largest max abs, lowest PSNR)."""
+    """The worst of several `compare` results (largest max abs, lowest PSNR, most non-finite values)."""
     psnrs = [e["psnr_db"] for e in errors if e["psnr_db"] is not None]
     return {"max_abs": max(e["max_abs"] for e in errors), "psnr_db": min(psnrs) if psnrs else None,
-            "uint8_pixels_changed": max(e["uint8_pixels_changed"] for e in errors)}
+            "uint8_pixels_changed": max(e["uint8_pixels_changed"] for e in errors),
+            "non_finite": max(e["non_finite"] for e in errors)}

@@ -1,14 +1,22 @@
-"""creps-calib end to end on a tiny bundle, and its one-line refusals."""
+"""creps-calib end to end on a tiny bundle, and its one-line refusals that leave the bundle as it was."""
 
 import json
+import logging
+import math
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from creps.calib import bars, cli, fp16
 from creps.checkpoint import save_checkpoint
-from creps.runtime.bundle import read_bundle
+from creps.export import export_bundle
+from creps.runtime.bundle import read_bundle, write_manifest
+from tiny_models import random_generator
+
+SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13"]
 
 
 def calib(*args):
@@ -26,6 +34,7 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
                  "--sizes", "24x24,37x13", "--report", str(report))
     assert done.returncode == 0, done.stderr
     assert "fp16: predicted error vs fp32" in done.stdout and "int8: measured error vs fp32" in done.stdout
+    assert "pre-processing" not in done.stderr and "WARNING" not in done.stderr  # ONNX Runtime's quantizer advice
     graphs = read_bundle(bundle).graphs  # verifies every sha256
     assert {"lines.fp16", "pixels.fp16", "lines.int8", "pixels.int8"} <= set(graphs)
     assert graphs["pixels.fp16"]["precision"] == "fp16" and graphs["lines.int8"]["modulation"] == "activation"
@@ -33,6 +42,7 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     assert graphs["lines.fp16"]["fp32_islands"]  # at least the Fourier phases
     data = json.loads(report.read_text())
     assert data["error_jobs"][1] == {"seed": 1, "psi": 0.7, "size": "37x13"}
+    assert data["bars"] == bars.PRECISION_BARS
 
 
 @pytest.mark.parametrize("args, message", [
@@ -52,3 +62,77 @@ def test_int8_on_folded_graphs_without_checkpoint_says_what_to_pass(tiny_bundle,
     shutil.copytree(tiny_bundle, bundle)
     done = calib("--bundle", str(bundle), "--no-fp16", "--int8")
     assert done.returncode == 1 and "--network" in done.stderr
+
+
+def run(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """creps-calib in this process (so a test can move a bar); (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["creps-calib", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.fixture
+def bundle_and_checkpoint(tiny_G, tmp_path):
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, tiny_G, tiny_G.cfg)
+    return export_bundle(tiny_G, tmp_path / "bundle", source=ckpt, verify=False), ckpt
+
+
+def test_int8_below_the_bar_is_refused_and_kept_only_with_force(bundle_and_checkpoint, monkeypatch, capsys, caplog):
+    bundle, ckpt = bundle_and_checkpoint
+    before = snapshot(bundle)
+    monkeypatch.setitem(bars.PRECISION_BARS, "int8", {"psnr_db": 200.0, "max_abs": 1e-9})  # no INT8 graph meets it
+    args = ["--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt, *SMALL]
+    code, err = run(monkeypatch, capsys, *args)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "int8 graphs below the int8 bar (PSNR" in err and "nothing written" in err and "--force" in err
+    assert snapshot(bundle) == before
+    with caplog.at_level(logging.WARNING):
+        code, err = run(monkeypatch, capsys, *args, "--force")
+    assert code == 0, err
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "keeping int8 graphs below the int8 bar" in warnings[0]
+    assert {"lines.int8", "pixels.int8"} <= set(read_bundle(bundle).graphs)
+
+
+def test_int8_without_the_checkpoint_is_refused_before_any_fp16_work(tiny_bundle, tmp_path, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise AssertionError("the FP16 pass ran before the arguments were checked")
+
+    monkeypatch.setattr(fp16, "analyse", fail)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    code, err = run(monkeypatch, capsys, "--bundle", bundle, "--int8", *SMALL)
+    assert code == 1 and "--network" in err and len(err.strip().splitlines()) == 1
+
+
+def test_another_models_checkpoint_is_refused(bundle_and_checkpoint, tmp_path, monkeypatch, capsys):
+    bundle, _ = bundle_and_checkpoint
+    other = tmp_path / "other.safetensors"
+    G = random_generator(seed=1)
+    save_checkpoint(other, G, G.cfg)
+    before = snapshot(bundle)
+    code, err = run(monkeypatch, capsys, "--bundle", bundle, "--int8", "--network", other, *SMALL)
+    assert code == 1 and f"{other} is not the checkpoint {bundle} was exported from (tiny.safetensors)" in err
+    assert snapshot(bundle) == before
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_bundle_whose_fp32_images_are_not_finite_is_refused(tmp_path, monkeypatch, capsys, value):
+    G = random_generator()
+    with torch.no_grad():
+        next(p for name, p in G.named_parameters() if name.startswith("synthesis")).view(-1)[0] = value
+    bundle = export_bundle(G, tmp_path / "bundle", verify=False)
+    before = snapshot(bundle)
+    code, err = run(monkeypatch, capsys, "--bundle", bundle, *SMALL)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "the FP32 graphs give NaN or Inf values" in err
+    assert snapshot(bundle) == before
