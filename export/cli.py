@@ -14,9 +14,10 @@ import click
 from creps.cli import SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.export.signature import MIN_OPSET
+from creps.export.trt import HARDWARE_LEVELS
+from creps.extras import require
 from creps.files import creating_folder
 from creps.runtime.cli import memory_option
-from creps.runtime.default import missing_exporter_modules
 
 
 def parse_sizes(ctx, param, value):
@@ -27,10 +28,7 @@ def parse_sizes(ctx, param, value):
 def load_checkpoint(network: Path | None, purpose: str):
     """(checkpoint path, generator) of `network` or the bundled default model; one clear
     error naming `purpose` when the PyTorch side (torch, onnx, ...) is not installed."""
-    missing = missing_exporter_modules()
-    if missing:
-        raise CrepsError(f"{purpose} needs {', '.join(missing)} (not installed here): pip install 'creps[export]'; "
-                         "building engines from an existing bundle does not (creps-export --out DIR --trt)")
+    require(purpose, "export")
     from creps.checkpoint import load_generator
     from creps.generate import resolve_network
 
@@ -52,7 +50,8 @@ def load_checkpoint(network: Path | None, purpose: str):
 @click.option("--int8", is_flag=True, help="Add INT8 Q/DQ graphs calibrated on the CPU (creps-calib).")
 @click.option("--trt", is_flag=True, help="Build one TensorRT engine per stage into the bundle (needs TensorRT + GPU).")
 @click.option("--sizes", callback=parse_sizes,
-              help="Image sizes WxH the engines' profiles must cover, comma-separated.")
+              help="Image sizes WxH the engines' profiles must cover, comma-separated "
+                   "(default: the model's training resolution only).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Largest batch of the engines.")
 @click.option("--tile", type=SIZE, help="Pixel tile WxH for the profiles (default 512x512, shrunk to --max-memory).")
 @click.option("--max-memory", callback=memory_option,
@@ -62,11 +61,14 @@ def load_checkpoint(network: Path | None, purpose: str):
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT timing cache file: loaded if present, saved after the build.")
 @click.option("--version-compatible", is_flag=True, help="Engines that later TensorRT releases can run (slower).")
-@click.option("--hardware-compatible", is_flag=True, help="Engines for any Ampere or newer GPU (slower).")
+@click.option("--hardware-compatible", "hardware", type=click.Choice(HARDWARE_LEVELS),
+              is_flag=False, flag_value="ampere_plus", default="none",
+              help="Engines for other GPUs (slower): any Ampere or newer (alone: ampere_plus), or any of the "
+                   "build GPU's compute capability (TensorRT 10.9+).")
 @click.option("--dry-run", is_flag=True,
               help="Print the TensorRT build plan (graphs, profiles, memory); build nothing.")
 def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, sizes, batch, tile, max_memory,
-        workspace, timing_cache, version_compatible, hardware_compatible, dry_run):
+        workspace, timing_cache, version_compatible, hardware, dry_run):
     """Export a CREPS generator into a bundle that creps-run, ONNX Runtime or TensorRT can load.
 
     The bundle is a folder with manifest.json and one ONNX graph per stage; height and
@@ -85,12 +87,15 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
     if not (with_onnx or fp16 or int8 or trt):
         raise click.UsageError("nothing to export: pass --onnx and/or --fp16, --int8, --trt")
     has_bundle = (out / "manifest.json").is_file()
-    if not (with_onnx or has_bundle or dry_run):
-        raise click.UsageError(f"{out} is not a bundle: pass --onnx to export one there, or --out an existing bundle")
+    # A plan without a bundle is for a checkpoint named on purpose, never for a mistyped --out.
+    if not (with_onnx or has_bundle or (dry_run and network is not None)):
+        raise click.UsageError(f"{out} is not a bundle: pass --onnx to export one there, or --out an existing bundle"
+                               + (", or --network CKPT to plan for a checkpoint" if dry_run else ""))
     G = None
     if with_onnx or not has_bundle:
         network, G = load_checkpoint(network, "--onnx" if with_onnx else f"--dry-run without a bundle at {out}")
     if dry_run:
+        from creps.export.trt import default_sizes_note
         from creps.export.trt_plan import build_plan
         from creps.runtime.bundle import read_bundle
 
@@ -101,6 +106,8 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
 
             manifest = {"model": model_section(G, None), "graphs": {}}
         precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+        if sizes is None:
+            click.echo(default_sizes_note(manifest))
         for line in build_plan(manifest, precision, sizes, batch, max_memory, tile, workspace=workspace,
                                strict=False).describe():
             click.echo(line)
@@ -115,13 +122,13 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
     if fp16 or int8 or trt:
         from creps.export.trt import precision_and_engines
 
-        def load_G():  # INT8 calibration re-exports folded graphs from the checkpoint
-            return G or load_checkpoint(network, "--int8 on this bundle")[1]
+        def load_G():  # INT8 calibration re-exports folded graphs from the checkpoint: (its path, G)
+            return (network, G) if G is not None else load_checkpoint(network, "--int8 on this bundle")
 
         precision_and_engines(out, fp16=fp16, int8=int8, trt=trt, load_G=load_G, sizes=sizes, batch=batch,
                               tile=tile, max_memory=max_memory, workspace=workspace,
                               timing_cache=timing_cache, version_compatible=version_compatible,
-                              hardware="ampere_plus" if hardware_compatible else "none", echo=click.echo)
+                              hardware=hardware, echo=click.echo)
 
 
 main = entry_point(cli)

@@ -22,10 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from creps.errors import CrepsError
+from creps.extras import require
 from creps.export.trt_plan import DEFAULT_WORKSPACE, BuildPlan, StageBuild, build_plan
 from creps.files import atomic_path
 from creps.runtime.bundle import file_entry, read_bundle, write_manifest
-from creps.runtime.trt import BackendUnavailable, current_device, load_cudart
+from creps.runtime.trt import BackendUnavailable, current_device, load_cudart, load_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,6 @@ HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 
 class EngineBuildError(CrepsError):
     """TensorRT could not parse a graph or build an engine."""
-
-
-def load_tensorrt():
-    """The tensorrt module, or one clear error that says the ONNX bundle is still complete."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise EngineBuildError("TensorRT is not installed here, so no engines were built "
-                               "(the ONNX bundle is complete; build engines on the target with "
-                               "pip install 'creps[trt]' and creps-export --out DIR --trt)") from None
-    return trt
 
 
 def _parse(trt, builder, logger, path: Path):
@@ -73,9 +63,10 @@ def _config(trt, builder, network, build: StageBuild, workspace: int, cache, ver
     if hardware == "ampere_plus":
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     elif hardware == "same_compute_capability":
-        level = getattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY", None)  # TensorRT 11 only
+        level = getattr(trt.HardwareCompatibilityLevel, "SAME_COMPUTE_CAPABILITY", None)  # TensorRT 10.9+
         if level is None:
-            raise EngineBuildError(f"TensorRT {trt.__version__} has no same-compute-capability engines (11.0+ does)")
+            raise EngineBuildError(f"TensorRT {trt.__version__} has no same-compute-capability engines (10.9 and "
+                                   "later have them; JetPack 6 ships 10.3): use --hardware-compatible ampere_plus")
         config.hardware_compatibility_level = level
     return config
 
@@ -85,12 +76,13 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
     """Build the plan's engines into the bundle and record them in its manifest; returns the entries."""
     if hardware not in HARDWARE_LEVELS:
         raise EngineBuildError(f"hardware compatibility {hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
-    trt = load_tensorrt()
     try:
+        trt = load_tensorrt()
         device = current_device(load_cudart())
     except BackendUnavailable as exc:
-        raise EngineBuildError(f"{str(exc).removeprefix('tensorrt: ')}: no engines were built "
-                               "(the ONNX bundle is complete)") from None
+        raise EngineBuildError(f"{str(exc).removeprefix('tensorrt: ')}: no engines were built (the ONNX bundle is "
+                               "complete; build them where TensorRT and the GPU are: creps-export --out DIR --trt)"
+                               ) from None
     bundle = read_bundle(bundle_dir)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -121,31 +113,38 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
     return entries
 
 
+def default_sizes_note(manifest: dict) -> str:
+    """What a build without --sizes covers (build_plan's default), said before its plan or engines."""
+    resolution = manifest["model"]["img_resolution"]
+    return f"no --sizes: planning for the training resolution {resolution}x{resolution} only"
+
+
 def precision_and_engines(bundle_dir, *, fp16: bool, int8: bool, trt: bool, load_G=None, sizes=None, batch: int = 1,
                           tile=None, max_memory=None, workspace: int = DEFAULT_WORKSPACE, timing_cache=None,
-                          version_compatible: bool = False, hardware: str = "none", dry_run: bool = False,
-                          echo=log.info) -> None:
+                          version_compatible: bool = False, hardware: str = "none", echo=log.info) -> None:
     """What `creps-export --fp16/--int8/--trt` does to a bundle, in order.
 
     FP16 / INT8 graphs are made (creps.calib) unless the bundle has them; `load_G()` gives
-    the generator, needed by INT8 for folded graphs. With `trt`, one engine per stage is
-    built from the graphs of the chosen precision (int8 over fp16 over fp32). `dry_run`
-    prints the build plan and touches nothing (no TensorRT needed).
+    (checkpoint path, generator), needed by INT8 for folded graphs. With `trt`, one engine
+    per stage is built from the graphs of the chosen precision (int8 over fp16 over fp32).
+    (`creps-export --dry-run` prints the build plan instead, in creps.export.cli.)
     """
     precision = "int8" if int8 else "fp16" if fp16 else "fp32"
     manifest = read_bundle(bundle_dir, verify_hashes=False).manifest
-    if dry_run:
-        plan = build_plan(manifest, precision, sizes, batch, max_memory, tile, workspace=workspace, strict=False)
-        for line in plan.describe():
-            echo(line)
-        return
-    missing = [p for p, wanted in (("fp16", fp16), ("int8", int8))
-               if wanted and not all(f"{s}.{p}" in manifest["graphs"] for s in ("lines", "pixels"))]
+    if sizes is None and trt:
+        echo(default_sizes_note(manifest))
+    wanted = [p for p, asked in (("fp16", fp16), ("int8", int8)) if asked]
+    present = [p for p in wanted if all(f"{s}.{p}" in manifest["graphs"] for s in ("lines", "pixels"))]
+    missing = [p for p in wanted if p not in present]
+    if present:
+        echo(f"{' and '.join(present)} graphs already in {bundle_dir}, kept (creps-calib rebuilds them)"
+             + ("; nothing to do" if not (missing or trt) else ""))
     if missing:
+        require(f"creps-export --{' --'.join(missing)}", "calib")
         from creps.calib import calibrate_bundle
 
-        G = load_G() if "int8" in missing and load_G else None
-        calibrate_bundle(bundle_dir, "fp16" in missing, "int8" in missing, G)
+        source, G = load_G() if "int8" in missing and load_G else (None, None)
+        calibrate_bundle(bundle_dir, "fp16" in missing, "int8" in missing, G, source=source)
         echo(f"wrote {' and '.join(missing)} graphs into {bundle_dir}")
     if trt:
         plan = build_plan(read_bundle(bundle_dir).manifest, precision, sizes, batch, max_memory, tile,

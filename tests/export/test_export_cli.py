@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
 
 from creps import generate
 from creps.export import cli, writer
-from creps.runtime.bundle import read_bundle, sha256_file
+from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
 
 from export_support import copy_stage_from
 
@@ -87,3 +88,37 @@ def test_default_network_is_used_when_present(checkpoint, bundle, tmp_path, monk
     code, _, err = run(monkeypatch, capsys, "--out", tmp_path / "b", "--onnx", "--no-verify")
     assert code == 0, err
     assert read_bundle(tmp_path / "b").manifest["source"]["sha256"] == sha256_file(checkpoint)
+
+
+def test_dry_run_needs_a_bundle_or_a_named_checkpoint(tmp_path, monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "--out", tmp_path / "typo", "--trt", "--dry-run")
+    assert code == 1 and err.count("\n") == 1 and out == ""
+    assert f"{tmp_path / 'typo'} is not a bundle" in err and "--network CKPT to plan for a checkpoint" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plan_without_sizes_says_it_covers_the_training_resolution(bundle, monkeypatch, capsys):
+    resolution = read_bundle(bundle).manifest["model"]["img_resolution"]
+    code, out, err = run(monkeypatch, capsys, "--out", bundle, "--trt", "--dry-run")
+    assert code == 0, err
+    first, second = out.splitlines()[:2]
+    assert first == f"no --sizes: planning for the training resolution {resolution}x{resolution} only"
+    assert second.startswith(f"TensorRT build plan: sizes {resolution}x{resolution}, batch 1")
+    _, out, _ = run(monkeypatch, capsys, "--help")
+    assert "(default: the model's training resolution only)" in " ".join(out.split())
+
+
+def test_fp16_graphs_already_there_are_said_and_kept(bundle, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = read_bundle(copy).manifest
+    for stage in ("lines", "pixels"):  # stand-ins: what counts is that the manifest lists them
+        shutil.copy(copy / f"{stage}.onnx", copy / f"{stage}.fp16.onnx")
+        manifest["graphs"][f"{stage}.fp16"] = {**manifest["graphs"][stage],
+                                               **file_entry(copy, f"{stage}.fp16.onnx", "fp16")}
+    write_manifest(copy, {k: v for k, v in manifest.items() if k not in ("format", "format_version")})
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    code, out, err = run(monkeypatch, capsys, "--out", copy, "--fp16")
+    assert code == 0, err
+    assert out == f"fp16 graphs already in {copy}, kept (creps-calib rebuilds them); nothing to do\n"
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
