@@ -32,15 +32,14 @@ from signal_loop import cases, make_models, signal_loop  # noqa: E402
 @click.option("--case", "only", multiple=True, help="Only this case (repeatable), e.g. 'creps-run file'.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the signals and delays.")
 def main(runs: int, only: tuple[str, ...], seed: int) -> dict:
+    names = list(cases(dict.fromkeys(("checkpoint", "bundle", "images"), Path())))  # the cases only name the files
+    unknown = set(only) - set(names)
+    if unknown:
+        raise click.BadParameter(f"{', '.join(sorted(unknown))}: not one of {', '.join(names)}", param_hint="--case")
     results = {}
     with tempfile.TemporaryDirectory(prefix="creps-signals-") as scratch:
         scratch = Path(scratch)
-        chosen = cases(make_models(scratch))
-        unknown = set(only) - set(chosen)
-        if unknown:
-            raise click.BadParameter(f"{', '.join(sorted(unknown))}: not one of {', '.join(chosen)}",
-                                     param_hint="--case")
-        for i, (name, case) in enumerate(chosen.items()):
+        for i, (name, case) in enumerate(cases(make_models(scratch)).items()):
             if only and name not in only:
                 continue
             outcomes = signal_loop(case, scratch / f"case{i}", runs, seed=seed + i)
