@@ -16,7 +16,6 @@ An interrupted first run passes the signal on to the exporter and waits for it t
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import subprocess
@@ -24,25 +23,11 @@ import sys
 from pathlib import Path
 
 from creps.errors import CrepsError, install_hint
+from creps.extras import missing
 from creps.files import remove_leftovers
 from creps.runtime.bundle import MANIFEST, sha256_file
 
 log = logging.getLogger(__name__)
-
-EXPORTER_NEEDS = ("torch", "onnx", "onnxscript", "safetensors")
-
-
-def missing_exporter_modules() -> list[str]:
-    """The modules of EXPORTER_NEEDS this environment cannot import (found without importing)."""
-
-    def found(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(name) is not None
-        except ImportError:  # an import hook that refuses the name
-            return False
-
-    return [name for name in EXPORTER_NEEDS if not found(name)]
-
 
 def default_checkpoint() -> Path:
     import creps
@@ -62,11 +47,11 @@ def default_bundle() -> Path:
     bundle = cache_root() / f"default-{sha256_file(checkpoint)[:16]}"
     if (bundle / MANIFEST).is_file():
         return bundle
-    missing = missing_exporter_modules()
-    if missing:
+    absent = missing("export")
+    if absent:
         raise CrepsError(
             f"no --bundle given: the default model is exported once into {bundle}, which needs "
-            f"{', '.join(missing)} ({install_hint('export')}), or pass --bundle DIR"
+            f"{', '.join(absent)} ({install_hint('export')}), or pass --bundle DIR"
         )
     with export_lock(bundle.parent):
         if not (bundle / MANIFEST).is_file():  # or another process exported it while this one waited

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -145,8 +146,8 @@ def test_default_model_needs_the_exporter_once(monkeypatch, capsys, tmp_path):
     checkpoint.write_bytes(b"weights")
     monkeypatch.setattr(default_model, "default_checkpoint", lambda: checkpoint)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    real = default_model.importlib.util.find_spec
-    monkeypatch.setattr(default_model.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
     code, err = run(monkeypatch, capsys, "--out", tmp_path / "x.png")
     assert code == 1 and "needs torch" in err and str(tmp_path / "cache") in err
 
