@@ -13,6 +13,7 @@ from tqdm import tqdm
 from creps import grid
 from creps.checkpoint import load_generator
 from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
+from creps.device import pick_device
 from creps.errors import CrepsError
 from creps.files import creating_folder
 from creps.images import image_paths, save_image
@@ -22,18 +23,6 @@ log = logging.getLogger(__name__)
 DEFAULT_NETWORK = Path(__file__).parent / "data" / "default" / "network.safetensors"
 # The pixel stage runs in row bands of about this many pixels, so memory stays flat as images grow.
 PIXELS_PER_BAND = 1 << 18
-
-
-def pick_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CrepsError(f"device {name!r} is not cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CrepsError(f"device {name!r} asked for, but this PyTorch sees no CUDA device (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise CrepsError(f"device {name!r} is not cpu or cuda[:N]")
-    return device
 
 
 def resolve_network(network: Path | None) -> Path:

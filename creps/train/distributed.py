@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from creps.device import pick_device
+
 log = logging.getLogger(__name__)
 
 
@@ -50,9 +52,9 @@ def start(device_name: str) -> Processes:
     world = world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(device_name)
+    device = pick_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        device = pick_device(f"cuda:{local_rank if device.index is None else device.index}")
         torch.cuda.set_device(device)
     if world > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
