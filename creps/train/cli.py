@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import textwrap
 
 import click
 
 from creps.cli import command, entry_point
-from creps.files import creating_folder
+from creps.generate import DEFAULT_NETWORK
 from creps.train.loop import TrainOptions, train
 
-EXAMPLES = """
+
+def default_recipe() -> str:
+    """The bundled default model's dataset and training commands, as its record states them."""
+    record = json.loads(DEFAULT_NETWORK.with_suffix(".json").read_text())
+    res = record["options"]["resolution"]
+    options = record["command"].replace(" ", "\xa0").replace("\xa0--", " --")  # wrap between options only
+    train_command = " \\\n      ".join(textwrap.wrap(options, 90, break_on_hyphens=False)).replace("\xa0", " ")
+    return (f"  # The bundled default model's recipe ({res}x{res} textures; {record['duration_minutes']} minutes on a CPU,\n"
+            f"  # stopped at {record['kimg']} kimg):\n"
+            f"  {record['dataset_command']}\n"
+            f"  {train_command}")
+
+
+EXAMPLES = f"""
 \b
 Examples:
-  # 64x64 textures on a CPU, small networks (the bundled default model's recipe):
-  creps-train --data ~/textures --outdir runs/tex --resolution 64 --batch 16 \\
-      --gamma 1 --cbase 2048 --cmax 128 --map-depth 2 --z-dim 128 --kimg 30
+{default_recipe()}
 \b
   # The published 256x256 config on 8 GPUs of one machine:
   torchrun --nproc_per_node=8 -m creps.train --data ffhq-256x256.zip --outdir runs/ffhq \\
@@ -63,8 +76,7 @@ def cli(**options):
     """
     if int(os.environ.get("RANK", "0")) == 0:
         logging.getLogger("creps").setLevel(logging.INFO)
-    with creating_folder(options["outdir"]):  # stopped by an error or a signal: no empty --outdir left
-        train(TrainOptions(**options))
+    train(TrainOptions(**options))  # it leaves no empty --outdir when it stops on an error or a signal
 
 
 main = entry_point(cli)

@@ -13,11 +13,10 @@ optimiser moments and counters are in every snapshot, so a resumed run continues
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tqdm import tqdm
 from creps import grid
 from creps.checkpoint import generator_from_state
 from creps.errors import CheckpointError, CrepsError
+from creps.files import creating_folder
 from creps.images import save_image
 from creps.model import Generator, GeneratorConfig
 from creps.train import augment
@@ -38,7 +38,8 @@ from creps.train.distributed import Processes, reduce_gradients, start, world_si
 from creps.train.loss import discriminator_loss, generator_loss, path_lengths, r1_penalty
 from creps.train.record import sample_grid, tile_grid
 from creps.train.snapshot import (
-    load_optimizer, newest_snapshot, prefixed, read_snapshot, remove_partial_files, save_snapshot, snapshot_name)
+    load_optimizer, newest_snapshot, nimg_tag, prefixed, read_snapshot, remove_partial_files, save_snapshot,
+    snapshot_name)
 from creps.train.stats import StatsLog
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,10 @@ def check_options(opts: TrainOptions, world: int) -> int:
     return local
 
 
+def not_writable(outdir: Path, exc: OSError) -> TrainError:
+    return TrainError(f"--outdir {outdir}: not writable ({exc.strerror or exc})")
+
+
 def check_writable(outdir: Path) -> None:
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,19 @@ def check_writable(outdir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise TrainError(f"--outdir {outdir}: not writable ({exc.strerror or exc})") from exc
+        raise not_writable(outdir, exc) from exc
+
+
+@contextlib.contextmanager
+def output_folder(outdir: Path):
+    """While inside: `outdir` exists; if the run fails or is interrupted before it wrote
+    anything there, the folders made for it go again (creating_folder)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(creating_folder(outdir))
+        except OSError as exc:
+            raise not_writable(outdir, exc) from exc
+        yield
 
 
 class Trainer:
@@ -389,7 +406,7 @@ class Trainer:
         if self.procs.is_main:
             path = self.save()
             samples = sample_grid(self.G_ema, GRID_ROWS, GRID_COLS, self.device)
-            save_image(samples, self.outdir / f"fakes{self.cur_nimg // 1000:06d}.png")
+            save_image(samples, self.outdir / f"fakes{nimg_tag(self.cur_nimg)}.png")
             log.info("snapshot %s", path)
             if fid is not None:
                 extra["Metrics/fid"] = fid(self.G_ema)
@@ -403,10 +420,14 @@ class Trainer:
 
 
 def train(opts: TrainOptions) -> Path | None:
-    """Run (or continue) a training run; returns the last snapshot written (main process)."""
+    """Run (or continue) a training run; returns the last snapshot written (main process).
+
+    The options and the device are checked before anything is made; a run that stops on an
+    error before writing anything leaves no empty --outdir."""
     check_options(opts, world_size())  # before joining a process group, so bad options fail at once
     procs = start(opts.device)
     try:
-        return Trainer(opts, procs).run()
+        with output_folder(Path(opts.outdir)) if procs.is_main else contextlib.nullcontext():
+            return Trainer(opts, procs).run()
     finally:
         procs.close()

@@ -1,7 +1,7 @@
 """A finished run's record: its G_ema as a plain generator checkpoint, a loss-curve plot and a
 sample grid (how the bundled default model in creps/data/default was made).
 
-  python -m creps.train.record --snapshot runs/x/network-snapshot-000012.safetensors \\
+  python -m creps.train.record --snapshot runs/x/network-snapshot-000012000.safetensors \\
       --out creps/data/default/network.safetensors --plot docs/loss.png --grid docs/samples.png \\
       --note command="creps-train ..." --note duration_minutes=95
 """

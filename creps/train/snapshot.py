@@ -1,6 +1,7 @@
 """Training snapshots: one safetensors checkpoint holding everything needed to continue.
 
-`network-snapshot-<kimg:06d>.safetensors` is an ordinary creps checkpoint (so
+`network-snapshot-<nimg:09d>.safetensors` (images seen, so names are unique and sort in
+training order at any --snap-kimg) is an ordinary creps checkpoint (so
 `creps.load_generator` reads its G_ema) with, beside `G_ema.*`, `G.*` and `D.*`:
   `state.G_opt.<i>.<exp_avg|exp_avg_sq|step>`, `state.D_opt.<i>...`  Adam moments per parameter index,
   `state.rng`                                                        the training RNG state,
@@ -25,12 +26,19 @@ from creps.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_PATTERN = re.compile(r"network-snapshot-(\d{6})\.safetensors$")
+# Older runs named snapshots by kimg in 6 digits, which gave every snapshot of a --snap-kimg
+# below 1 the same name; --resume auto still reads those.
+SNAPSHOT_PATTERN = re.compile(r"network-snapshot-(\d{9}|\d{6})\.safetensors$")
 TRAIN_KEY = "creps.train"
 
 
+def nimg_tag(cur_nimg: int) -> str:
+    """Images seen in 9 digits (up to a million kimg): one name per snapshot, sorting in training order."""
+    return f"{cur_nimg:09d}"
+
+
 def snapshot_name(cur_nimg: int) -> str:
-    return f"network-snapshot-{cur_nimg // 1000:06d}.safetensors"
+    return f"network-snapshot-{nimg_tag(cur_nimg)}.safetensors"
 
 
 class TensorTable(torch.nn.Module):
@@ -95,7 +103,7 @@ def snapshot_nimg(path: Path) -> int | None:
 
 
 def newest_snapshot(outdir: Path) -> Path | None:
-    """The snapshot in `outdir` with the most images seen (None if there is none)."""
+    """The snapshot in `outdir` with the most images seen, as its metadata says (None if there is none)."""
     found = []
     for path in sorted(outdir.glob("network-snapshot-*.safetensors")) if outdir.is_dir() else []:
         if not SNAPSHOT_PATTERN.search(path.name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -19,9 +20,11 @@ class StatsLog:
         self.enabled = enabled
         self.means: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self.sums: dict[str, float] = defaultdict(float)
-        self.board = self.open_tensorboard() if enabled else None
 
-    def open_tensorboard(self):
+    @functools.cached_property
+    def board(self):
+        """TensorBoard's writer, or None; made at the first flush, as it writes a file at once (a
+        run that fails before its first tick leaves no folder, see train.loop.output_folder)."""
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

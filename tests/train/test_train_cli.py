@@ -1,5 +1,6 @@
 """creps-train as users run it: one-line errors, a SIGKILL then --resume auto, torchrun with 2 processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,11 +9,14 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from creps.cli import run_command
+from creps.cli import Interrupted, run_command
+from creps.generate import DEFAULT_NETWORK
+from creps.train import loop
 from creps.train.cli import cli
-from creps.train.snapshot import snapshot_nimg
+from creps.train.snapshot import newest_snapshot, snapshot_nimg
 
 TINY = ["--resolution", "16", "--batch", "4", "--gamma", "1", "--cbase", "256", "--cmax", "16", "--map-depth", "2",
         "--z-dim", "16", "--tick-kimg", "0.004", "--seed", "1"]
@@ -39,17 +43,62 @@ def assert_one_line(code, err, message):
     assert "Traceback" not in err
 
 
-def test_empty_data_folder(monkeypatch, capsys, tmp_path):
+def no_folder_made(tmp_path):
+    """Nothing but the cache (and what the test itself made) under tmp_path: no --outdir, no parents of it."""
+    return not (tmp_path / "runs").exists()
+
+
+NESTED = "runs/a/run"  # --outdir whose parents do not exist either
+
+
+@pytest.mark.parametrize("data,extra,message", [
+    ("missing", [], "no such data folder"),
+    ("empty", [], "no images found"),
+    ("bad", [], "none of the 1 image files could be read"),
+    ("images", ["--batch-gpu", "3"], "does not divide"),
+    ("images", ["--resolution", "24"], "power of two"),
+    ("images", ["--device", "bogus"], "device 'bogus' is not cpu or cuda[:N]"),
+    ("images", ["--device", "cuda:1"], "sees no CUDA device"),
+    ("images", ["--resume", "missing.safetensors"], "no such snapshot"),
+    ("images", ["--inception", "missing.pt"], "missing.pt"),
+])
+def test_errors_are_one_line_and_leave_no_outdir(monkeypatch, capsys, image_folder, tmp_path, data, extra, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA
+    folders = {"missing": tmp_path / "missing", "empty": tmp_path / "empty", "bad": tmp_path / "bad",
+               "images": image_folder}
     (tmp_path / "empty").mkdir()
-    code, err = run_cli(monkeypatch, capsys, base_args(tmp_path / "empty", tmp_path) + ["--kimg", "0.004"])
-    assert_one_line(code, err, "no images found")
-
-
-def test_unreadable_images_only(monkeypatch, capsys, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"nope")
-    code, err = run_cli(monkeypatch, capsys, base_args(tmp_path / "bad", tmp_path) + ["--kimg", "0.004"])
-    assert_one_line(code, err, "none of the 1 image files could be read")
+    code, err = run_cli(monkeypatch, capsys, base_args(folders[data], tmp_path, NESTED) + ["--kimg", "0.004", *extra])
+    assert_one_line(code, err, message)
+    assert no_folder_made(tmp_path)
+
+
+def test_an_existing_outdir_stays(monkeypatch, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    code, err = run_cli(monkeypatch, capsys, base_args(tmp_path / "empty", tmp_path, "mine") + ["--kimg", "0.004"])
+    assert_one_line(code, err, "no images found")
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_interrupted_before_writing_leaves_no_outdir(monkeypatch, capsys, image_folder, tmp_path):
+    def interrupted(*args):
+        raise Interrupted(signal.SIGTERM)  # what run_command's handler raises on SIGTERM
+
+    monkeypatch.setattr(loop, "load_images", interrupted)  # while the images are read, after --outdir was made
+    code, err = run_cli(monkeypatch, capsys, base_args(image_folder, tmp_path, NESTED) + ["--kimg", "0.004"])
+    assert code == 128 + signal.SIGTERM and "interrupted" in err and "Traceback" not in err
+    assert no_folder_made(tmp_path)
+
+
+def test_help_states_the_default_models_recipe():
+    record = json.loads(DEFAULT_NETWORK.with_suffix(".json").read_text())  # the training record
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=100)
+    assert result.exit_code == 0
+    help_text = " ".join(result.output.replace("\\\n", " ").split())
+    assert " ".join(record["command"].split()) in help_text
+    assert " ".join(record["dataset_command"].split()) in help_text
 
 
 def test_batch_not_divisible_by_processes(monkeypatch, capsys, image_folder, tmp_path):
@@ -99,23 +148,23 @@ def train_in_subprocess(args, *launcher):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_auto_matches_uninterrupted(image_folder, tmp_path):
-    # 0.08 kimg = 20 steps; snapshots every 2 steps (all named ...000000, each replacing the last).
+    # 0.08 kimg = 20 steps; a snapshot every 2 steps, each under its own name.
     args = [*TINY, "--data", str(image_folder), "--cache-dir", str(tmp_path / "cache"), "--kimg", "0.08",
             "--snap-kimg", "0.008"]
     train_in_subprocess(args + ["--outdir", str(tmp_path / "whole")])
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "creps.train", *args, "--outdir", str(out)],
                             env=ONE_THREAD, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (out / "network-snapshot-000000.safetensors").exists(), 120, proc)
+    wait_for(lambda: newest_snapshot(out) is not None, 120, proc)
     time.sleep(0.2)  # land somewhere in the middle of later steps or snapshot writes
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # killed, not finished
-    snapshot = out / "network-snapshot-000000.safetensors"
+    snapshot = newest_snapshot(out)
     before = load_file(str(snapshot))  # complete, whatever the moment
     assert 0 < snapshot_nimg(snapshot) < 80
     train_in_subprocess(args + ["--outdir", str(out), "--resume", "auto"])
-    a = load_file(str(tmp_path / "whole" / "network-snapshot-000000.safetensors"))
-    b = load_file(str(out / "network-snapshot-000000.safetensors"))
+    a = load_file(str(tmp_path / "whole" / "network-snapshot-000000080.safetensors"))
+    b = load_file(str(out / "network-snapshot-000000080.safetensors"))
     assert before.keys() == a.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert not list(out.glob(".*partial"))
@@ -131,7 +180,7 @@ def test_torchrun_two_processes_match_one(image_folder, tmp_path):
     train_in_subprocess(common + ["--batch-gpu", "4", "--outdir", str(tmp_path / "one")])
     train_in_subprocess(common + ["--outdir", str(tmp_path / "two")],
                         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
-    a = load_file(str(tmp_path / "one" / "network-snapshot-000000.safetensors"))
-    b = load_file(str(tmp_path / "two" / "network-snapshot-000000.safetensors"))
+    a = load_file(str(tmp_path / "one" / "network-snapshot-000000032.safetensors"))
+    b = load_file(str(tmp_path / "two" / "network-snapshot-000000032.safetensors"))
     assert a.keys() == b.keys()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []

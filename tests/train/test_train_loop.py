@@ -2,6 +2,8 @@
 
 import itertools
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from creps.checkpoint import load_generator, save_checkpoint
 from creps.errors import CheckpointError
 from creps.train.distributed import Processes
 from creps.train.loop import Trainer, TrainError, lazy_adam, train
-from creps.train.snapshot import newest_snapshot
+from creps.train.snapshot import newest_snapshot, snapshot_nimg
 
 CPU = Processes(rank=0, world=1, device=torch.device("cpu"))
 
@@ -106,7 +108,7 @@ def test_rounds_give_the_same_gradients_as_one_round(tiny_options, tmp_path, bat
 def test_snapshot_is_a_generator_checkpoint(tiny_options):
     opts = tiny_options(kimg=0.008)
     path = train(opts)
-    assert path.name == "network-snapshot-000000.safetensors"
+    assert path.name == "network-snapshot-000000008.safetensors"
     G = load_generator(path)
     state = tensors_of(path)
     for key, value in G.state_dict().items():
@@ -114,8 +116,30 @@ def test_snapshot_is_a_generator_checkpoint(tiny_options):
     assert G.cfg.channel_base == 2 * opts.cbase and G.cfg.channel_max == 2 * opts.cmax
     assert G(torch.randn(2, opts.z_dim)).shape == (2, 3, 16, 16)
     out = path.parent
-    assert (out / "reals.png").is_file() and (out / "fakes000000.png").is_file()
+    assert (out / "reals.png").is_file() and (out / "fakes000000008.png").is_file()
     assert not list(out.glob(".*partial"))
+
+
+def test_snapshots_below_one_kimg_have_names_in_training_order(tiny_options, tmp_path):
+    # 5 steps of 4 images, a snapshot after each: the names once all read ...000000.
+    last = train(tiny_options(kimg=0.02, snap_kimg=0.004))
+    out = last.parent
+    names = sorted(p.name for p in out.glob("network-snapshot-*.safetensors"))
+    assert names == [f"network-snapshot-{n:09d}.safetensors" for n in (4, 8, 12, 16, 20)]
+    assert [snapshot_nimg(out / name) for name in names] == [4, 8, 12, 16, 20]
+    assert sorted(p.name for p in out.glob("fakes*.png")) == [f"fakes{n:09d}.png" for n in (4, 8, 12, 16, 20)]
+    assert newest_snapshot(out) == last
+    os.utime(out / names[1], (time.time() + 60,) * 2)  # newest by images seen, not by time
+    assert newest_snapshot(out) == last
+    assert Trainer(tiny_options(kimg=0.04, resume="auto"), CPU).cur_nimg == 20
+
+
+def test_resume_auto_reads_the_older_kimg_names(tiny_options):
+    last = train(tiny_options(kimg=0.012, snap_kimg=0.004))
+    old = last.with_name("network-snapshot-000000.safetensors")  # as runs before named it by kimg
+    last.rename(old)
+    assert newest_snapshot(last.parent) == old
+    assert Trainer(tiny_options(resume="auto"), CPU).cur_nimg == 12
 
 
 def test_ema_follows_g_with_ramp_up(tiny_options):
