@@ -38,8 +38,9 @@ def check_source(bundle, checkpoint: str | os.PathLike | None) -> None:
     """Refuse a checkpoint other than the one the bundle was exported from (its graphs would be another model's)."""
     recorded = (bundle.manifest.get("source") or {}).get("sha256")
     if checkpoint is not None and recorded and sha256_file(checkpoint) != recorded:
-        raise BundleError(f"{checkpoint} is not the checkpoint {bundle.path} was exported from "
-                          f"({bundle.manifest['source'].get('file', 'sha256 ' + recorded[:12])}): pass that one")
+        name = bundle.manifest["source"].get("file", f"sha256 {recorded[:12]}")
+        raise BundleError(f"{checkpoint} is not the checkpoint {bundle.path} was exported from ({name}): "
+                          "pass that one as --network")
 
 
 def load_models(bundle) -> dict[str, onnx.ModelProto]:
