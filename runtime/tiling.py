@@ -24,7 +24,9 @@ FLOAT = 4
 # of the published config's graphs): 8192-pixel tiles keep a tile's activations near the
 # core's caches (2-4 times larger or smaller tiles ran 5-20% slower), 256-line chunks give
 # the line GEMMs enough rows (512 lines ran 10% slower). benchmarks/runtime_tiles.py
-# re-measures whole images per tile and chunk.
+# re-measures whole images per tile and chunk. Both are per call, so a batch of N images
+# shares them (a tile of 1/N the pixels, 1/N the lines): N times larger calls spill the
+# caches and N times the activations sit in ONNX Runtime's arenas (benchmarks/batch.py).
 DEFAULT_TILE = (128, 64)
 DEFAULT_LINES = 256
 UNLIMITED = (1, 1 << 62)
@@ -45,16 +47,19 @@ class Limits:
     tile_width: tuple[int, int] = UNLIMITED
 
     # A backend with bounded shapes (TensorRT engines) was built for its profile's largest
-    # tile and line chunk, sized to a memory budget at build time: those are its defaults.
-    def default_tile(self) -> tuple[int, int]:
-        """(width, height): the profile's largest tile when bounded, else DEFAULT_TILE."""
-        bounded = UNLIMITED not in (self.tile_width, self.tile_height)
-        return (self.tile_width[1], self.tile_height[1]) if bounded else DEFAULT_TILE
+    # tile and line chunk at any batch of the profile, sized to a memory budget at build
+    # time: those are its defaults.
+    def default_tile(self, batch: int = 1) -> tuple[int, int]:
+        """(width, height): the profile's largest tile when bounded, else DEFAULT_TILE shared by the batch."""
+        if UNLIMITED not in (self.tile_width, self.tile_height):
+            return self.tile_width[1], self.tile_height[1]
+        return shrink(DEFAULT_TILE, DEFAULT_TILE[0] * DEFAULT_TILE[1] // batch)
 
-    def default_lines(self) -> int:
-        """Lines per lines call: the profile's largest chunk when bounded, else DEFAULT_LINES."""
-        bounded = UNLIMITED not in (self.line_height, self.line_width)
-        return self.line_height[1] + self.line_width[1] if bounded else DEFAULT_LINES
+    def default_lines(self, batch: int = 1) -> int:
+        """Lines per lines call: the profile's largest chunk when bounded, else DEFAULT_LINES shared by the batch."""
+        if UNLIMITED not in (self.line_height, self.line_width):
+            return self.line_height[1] + self.line_width[1]
+        return max(2, DEFAULT_LINES // batch)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,15 @@ class Plan:
         for band in self.bands:
             for column in self.columns:
                 yield band, column
+
+
+def shrink(tile: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """`tile` (width, height) scaled down, keeping its shape, to at most `max_pixels` (each side at least 1)."""
+    tile_w, tile_h = tile
+    if tile_w * tile_h <= max_pixels:
+        return tile
+    scale = math.sqrt(max_pixels / (tile_w * tile_h))
+    return max(1, int(tile_w * scale)), max(1, int(tile_h * scale))
 
 
 def split(n: int, parts: int) -> list[slice]:
@@ -140,14 +154,13 @@ def check_range(name: str, value: int, limits: tuple[int, int]) -> None:
 
 def pick_tile(width, height, batch, model, tile, budget, limits: Limits) -> tuple[int, int]:
     """(tile width, tile height): the requested or default tile, shrunk to the budget."""
-    tile_w, tile_h = tile or limits.default_tile()
+    tile_w, tile_h = tile or limits.default_tile(batch)
     tile_w, tile_h = min(tile_w, width), min(tile_h, height)
     max_pixels = budget // (batch * pixel_work_bytes(model))
     if tile_w * tile_h > max_pixels:
         if tile is not None:
             raise PlanError(f"tile {tile_w}x{tile_h} needs more than the memory budget; use a smaller --tile")
-        scale = math.sqrt(max_pixels / (tile_w * tile_h))
-        tile_w, tile_h = max(1, int(tile_w * scale)), max(1, int(tile_h * scale))
+        tile_w, tile_h = shrink((tile_w, tile_h), max_pixels)
     if tile is not None:  # a requested tile must fit the backend; the default one shrinks to it
         check_range("tile width", tile_w, limits.tile_width)
         check_range("tile height", tile_h, limits.tile_height)
@@ -200,8 +213,8 @@ def make_plan(model: dict, width: int, height: int, batch: int = 1, tile: tuple[
             f"memory budget {max_memory} bytes is below the {need} bytes a {width}x{height} image "
             f"of batch {batch} needs at least (its line features alone take {features})"
         )
-    chunks = plan_lines(width, height, max(2, min(max_lines or limits.default_lines(), budget // line_bytes)), limits,
-                        1 if max_lines else workers)
+    lines = max(2, min(max_lines or limits.default_lines(batch), budget // line_bytes))
+    chunks = plan_lines(width, height, lines, limits, 1 if max_lines else workers)
     tile_w, tile_h = pick_tile(width, height, batch, model, tile, budget, limits)
     bands, columns = split_at_most(height, tile_h), split_at_most(width, tile_w)
     if tile is None and len(bands) * len(columns) < workers:  # keep every worker busy on small images
