@@ -15,6 +15,7 @@ Profile shapes per stage (dynamic axes in capitals):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from creps.errors import CrepsError
@@ -142,18 +143,11 @@ def output_shapes(model: dict, stage: str, max_shapes: dict[str, tuple[int, ...]
     return {"img": (n, model["img_channels"], max_shapes["cols"][3], max_shapes["rows"][3])}
 
 
-def volume(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
-
-
 def io_bytes(model: dict, stage: str, profile: dict[str, ShapeRange]) -> int:
     """Float32 bytes of a stage's inputs and outputs at the profile's max shapes."""
     inputs = {name: r.max for name, r in profile.items()}
     outputs = output_shapes(model, stage, inputs)
-    return 4 * (sum(volume(s) for s in inputs.values()) + sum(volume(s) for s in outputs.values()))
+    return 4 * (sum(math.prod(s) for s in inputs.values()) + sum(math.prod(s) for s in outputs.values()))
 
 
 def activation_bytes(model: dict, stage: str, profile: dict[str, ShapeRange], precision: str) -> int:

@@ -1,13 +1,15 @@
 """Backends: run one stage graph of a bundle on named numpy arrays.
 
 The seam between the tiling runtime (`creps.runtime.generate`) and an inference engine
-is small on purpose. A backend is any object with:
+is small on purpose. A backend subclasses `Backend`:
 
-    class Backend(Protocol):
+    class Backend:
         name: str                      # "ort-cpu", "ort-cuda", "tensorrt"
         def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
         def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None: ...
         def parallel(self, stage: str) -> int: ...
+        def run_stream(self, stage: str, calls: Iterable[dict]) -> Iterator[dict]: ...  # default: each run
+        def close(self) -> None: ...   # default: nothing to free; also __enter__ / __exit__
 
 `run` evaluates the stage graph ("mapping", "lines" or "pixels") on float32 host arrays
 keyed by the contract's input names (docs/architecture.md's stage table: mapping z, psi; lines ws,
@@ -29,15 +31,18 @@ own line chunk or pixel tile: no per-operator synchronisation, and each tile's
 activations stay in one core's cache (1.6x faster than two threads per call on a
 shared 2-core machine). A GPU backend returns 1.
 
-Optional: `run_stream(stage, calls) -> Iterator[dict]`, the outputs of an iterable of
-feeds in order; a backend that has it and `parallel(stage) == 1` gets every line chunk
-and pixel tile of an image through it, so it can pipeline host and device work.
+`run_stream(stage, calls)` gives the outputs of an iterable of feeds in order; when
+`parallel(stage) == 1` the runtime sends every line chunk and pixel tile of an image
+through it, so a backend that overrides it can pipeline host and device work.
 
-A backend class is constructed as `cls(bundle: Bundle, threads: int | None)` and raises
-`BackendUnavailable` (one line: what is missing and what to install or rebuild) when it
-cannot run on this machine. The TensorRT backend lives in `creps.runtime.trt` as
-`TensorRTBackend`, imported only when asked for, so this module needs only numpy and,
-for the ONNX Runtime backends, onnxruntime.
+`close` frees what the backend holds (GPU memory, streams); it is idempotent, and a
+backend is a context manager that closes on exit. The runtime closes a backend it opened.
+
+A backend is opened with `open_backend` (ONNX Runtime takes `threads`, TensorRT
+`allow_engine_host_code`) and raises `BackendUnavailable` (one line: what is missing and
+what to install or rebuild) when it cannot run on this machine. The TensorRT backend
+lives in `creps.runtime.trt` as `TensorRTBackend`, imported only when asked for, so this
+module needs only numpy and, for the ONNX Runtime backends, onnxruntime.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Protocol
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -63,14 +68,32 @@ class BackendUnavailable(CrepsError):
     """A backend cannot run here (library, provider, GPU or engine missing)."""
 
 
-class Backend(Protocol):
+class Backend:
+    """The seam every backend implements (see the module docstring)."""
+
     name: str
 
-    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
-    def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None: ...
+    def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None:
+        raise NotImplementedError
 
-    def parallel(self, stage: str) -> int: ...
+    def parallel(self, stage: str) -> int:
+        raise NotImplementedError
+
+    def run_stream(self, stage: str, calls: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        for feeds in calls:
+            yield self.run(stage, feeds)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def available_cores() -> int:
@@ -114,7 +137,7 @@ def check_provider(session, name: str, provider: str) -> None:
                                  "usable GPU, or CUDA/cuDNN libraries missing); use --backend ort-cpu")
 
 
-class OrtBackend:
+class OrtBackend(Backend):
     """ONNX Runtime on the CPU or through its CUDA provider, fp32 graphs.
 
     On the CPU, `concurrent` (the default) gives each call one thread and lets the
@@ -157,29 +180,32 @@ class OrtBackend:
         return 1 if stage == "mapping" else self.workers
 
 
-def tensorrt_backend(bundle: Bundle, threads: int | None):
+def tensorrt_backend(bundle: Bundle, allow_engine_host_code: bool):
     try:
         trt = importlib.import_module("creps.runtime.trt")
     except ImportError as exc:
         raise BackendUnavailable(f"tensorrt: the TensorRT backend cannot be loaded ({exc})") from None
-    return trt.TensorRTBackend(bundle, threads)
+    return trt.TensorRTBackend(bundle, allow_engine_host_code)
 
 
-def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None) -> Backend:
+def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None,
+                 allow_engine_host_code: bool = False) -> Backend:
     """The backend called `name`; `auto` = TensorRT if the bundle has engines that run
-    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU (logged, with why)."""
+    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU (logged, with why).
+    `allow_engine_host_code`: let TensorRT run version-compatible engines, which carry
+    executable host code (creps.runtime.trt)."""
     if name == "ort-cpu":
         return OrtBackend(bundle, threads, "cpu")
     if name == "ort-cuda":
         return OrtBackend(bundle, threads, "cuda")
     if name == "tensorrt":
-        return tensorrt_backend(bundle, threads)
+        return tensorrt_backend(bundle, allow_engine_host_code)
     if name != "auto":
         raise CrepsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     passed = [] if bundle.engines else ["the bundle has no TensorRT engines"]  # why each better one was not taken
     for candidate in (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]:
         try:
-            backend = open_backend(bundle, candidate, threads)
+            backend = open_backend(bundle, candidate, threads, allow_engine_host_code)
         except BackendUnavailable as exc:
             if candidate == "tensorrt":  # engines that do not run here deserve a warning; no CUDA is normal
                 log.warning("auto backend: %s; falling back", exc)

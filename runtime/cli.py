@@ -50,8 +50,12 @@ Examples:
               help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run of the graphs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
+@click.option("--allow-engine-host-code", is_flag=True,
+              help="Run version-compatible TensorRT engines (creps-export --version-compatible): they carry "
+                   "executable host code, so pass this only for a bundle you trust.")
 @click.option("--out", type=click.Path(), required=True, help=OUT_RULE)
-def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch, threads, out):
+def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch, threads, allow_engine_host_code,
+        out):
     """Generate images of any size from a creps bundle (ONNX Runtime or TensorRT, no PyTorch).
 
     The PNG is streamed band by band, so memory stays flat however large the image.
@@ -61,10 +65,11 @@ def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch,
         from creps.runtime.default import default_bundle
 
         bundle = default_bundle()
-    runtime = Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads)
-    runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
-    with creating_folder(folder):
-        runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
+    with Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads,
+                 allow_engine_host_code=allow_engine_host_code) as runtime:
+        runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
+        with creating_folder(folder):
+            runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
     log.info("wrote %s", out)
 
 

@@ -92,20 +92,40 @@ class Runtime:
     for line features and activations (see `creps.runtime.tiling`). `threads`: CPU
     threads (default: all cores this process may use). `line_chunk`: lines (ys + xs) per
     run of the lines graph (default: as the tile, the CPU's fastest or the profile's
-    largest; shrunk to `max_memory`).
+    largest; shrunk to `max_memory`). `allow_engine_host_code`: run version-compatible
+    TensorRT engines, which carry executable host code (only engines matching the manifest's
+    sha256; see creps.runtime.trt).
+
+    A context manager: `close()` (or leaving `with Runtime(...) as runtime:`) closes a
+    backend it opened by name; a `Backend` object passed in stays the caller's to close.
     """
 
     def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto",
                  tile: tuple[int, int] | None = None, max_memory: int | None = None, threads: int | None = None,
-                 line_chunk: int | None = None):
+                 line_chunk: int | None = None, allow_engine_host_code: bool = False):
+        if not isinstance(backend, (str, Backend)):
+            raise CrepsError(f"backend {backend!r} is neither a backend name nor a creps.runtime.backends.Backend")
         self.bundle: Bundle = read_bundle(bundle_dir)
         self.model = self.bundle.model
-        self.backend: Backend = open_backend(self.bundle, backend, threads) if isinstance(backend, str) else backend
+        self.owns_backend = isinstance(backend, str)
+        self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code)
+                                 if self.owns_backend else backend)
         self.limits = limits_of(self.backend)
         self.tile = tile
         self.max_memory = max_memory
         self.line_chunk = line_chunk
         log.info("bundle %s on backend %s", self.bundle.path, self.backend.name)
+
+    def close(self) -> None:
+        """Free the backend's resources if this runtime opened it (idempotent)."""
+        if self.owns_backend:
+            self.backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def plan(self, size: tuple[int, int], batch: int = 1) -> Plan:
         width, height = size
@@ -149,10 +169,11 @@ class Runtime:
             yield band, column, out["img"]
 
     def run_all(self, stage: str, calls: Iterator[dict]) -> Iterator[dict]:
-        """The outputs of many calls of one stage, in order: pipelined by the backend's
-        `run_stream` if it has one, else up to `parallel(stage)` calls at once."""
+        """The outputs of many calls of one stage, in order: through the backend's
+        `run_stream` (which may pipeline them) when it takes one call at a time, else up to
+        `parallel(stage)` calls at once."""
         workers = self.backend.parallel(stage)
-        if workers == 1 and hasattr(self.backend, "run_stream"):
+        if workers == 1:
             return self.backend.run_stream(stage, calls)
         return in_order(lambda feeds: self.backend.run(stage, feeds), calls, workers)
 

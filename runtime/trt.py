@@ -1,11 +1,21 @@
 """The TensorRT backend: one engine and one execution context per stage, one CUDA stream.
 
 Life cycle (the `Backend` seam of `creps.runtime.backends`): check each engine's manifest
-entry against this machine (TensorRT version, GPU) and refuse a mismatch with the command
-that rebuilds it; deserialize (`Runtime.deserialize_cuda_engine`); create one execution
-context per engine; allocate two slots of device buffers and page-locked host buffers per
-engine, sized from the engine's optimization profile maxima; run calls with
-`set_input_shape`, `set_tensor_address` and `execute_async_v3` on the one stream.
+entry against this machine (TensorRT version, GPU, host code) and refuse a mismatch with
+the command that rebuilds it; read each engine file once, check those bytes against the
+manifest's sha256 and deserialize them (`Runtime.deserialize_cuda_engine`); create one
+execution context per engine; allocate two slots of device buffers and page-locked host
+buffers per engine, sized from the engine's optimization profile maxima; run calls with
+`set_input_shape`, `set_tensor_address` and `execute_async_v3` on the one stream; `close`
+waits for the stream, then frees everything in reverse order. Every resource is
+registered on one `ExitStack` as it is made, so a failure part-way (a later engine that
+does not deserialize, an allocation that fails) frees all that was made before it.
+
+Host code: a version-compatible engine embeds TensorRT's lean runtime, executable host
+code that runs in this process, and TensorRT deserializes it only with
+`IRuntime.engine_host_code_allowed` set. creps sets it only on the user's explicit
+opt-in (`creps-run --allow-engine-host-code`, `Runtime(..., allow_engine_host_code=True)`)
+and only for bytes whose sha256 matches the manifest.
 
 Overlap: `run` is the synchronous seam call. `run_stream` takes an iterable of calls and
 double-buffers them over the two slots: call i+1 is staged into the other slot's pinned
@@ -13,7 +23,7 @@ buffers and enqueued (upload, execute, download) while the GPU still works on ca
 call i's output is handed out when its event completes. On one stream the device-side
 copies and kernels of different calls run in order; what overlaps is the host work
 (copying a tile into pinned memory, the caller writing the previous tile out) with the
-GPU work. The runtime uses `run_stream` for the pixel tiles when a backend has it.
+GPU work. The runtime sends every line chunk and pixel tile through `run_stream`.
 
 CUDA comes from cuda-python (`cuda.bindings.runtime`, or `cuda.cudart` before 12.6); every
 call's error code is checked in `cuda_call`. Nothing here imports TensorRT or CUDA until
@@ -22,21 +32,27 @@ a backend is created, so the module imports on any machine.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from creps.errors import CrepsError
-from creps.runtime.backends import RUN_STAGES, BackendUnavailable, check_io
+from creps.errors import BundleError, CrepsError, install_hint
+from creps.runtime.backends import RUN_STAGES, Backend, BackendUnavailable, check_io
 from creps.runtime.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
 SLOTS = 2
 REBUILD = "rebuild the engines on this machine: creps-export --out {path} --trt"
+# Version-compatible engines of one major release that a later major runs (TensorRT 11.4
+# support matrix, "Engine Portability": 10.x engines on an 11.x runtime; 8.x on 10.x, which
+# creps never builds, left out). Within a major release, any later version runs them.
+LATER_MAJORS = {10: (11,)}
 
 
 class CudaError(CrepsError):
@@ -51,16 +67,16 @@ def load_cudart():
         try:
             from cuda import cudart  # cuda-python before 12.6
         except ImportError:
-            raise BackendUnavailable(
-                "tensorrt: cuda-python is not installed (pip install 'creps[trt]')") from None
+            raise BackendUnavailable(f"tensorrt: cuda-python is not installed here ({install_hint('trt')})") from None
     return cudart
 
 
 def load_tensorrt():
+    """The tensorrt module, or BackendUnavailable (the one loader, for the runtime and the builder)."""
     try:
         import tensorrt as trt
     except ImportError:
-        raise BackendUnavailable("tensorrt: TensorRT is not installed (pip install 'creps[trt]' "
+        raise BackendUnavailable(f"tensorrt: TensorRT is not installed here ({install_hint('trt')}, "
                                  "on a machine with an NVIDIA GPU)") from None
     return trt
 
@@ -99,21 +115,28 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
+def runs_here(built: str, here: str, version_compatible: bool) -> bool:
+    """Whether TensorRT `here` runs an engine built by TensorRT `built`: the exact version,
+    or for a version-compatible engine the same or a later version of its major release,
+    or a later major that runs that release's engines (LATER_MAJORS)."""
+    built_v, here_v = version_tuple(built), version_tuple(here)
+    if not version_compatible:
+        return here_v == built_v
+    if not built_v or not here_v:
+        return False
+    return (here_v[0] == built_v[0] and here_v >= built_v) or here_v[0] in LATER_MAJORS.get(built_v[0], ())
+
+
 def check_engine(entry: dict, bundle_path, tensorrt_version: str, device: Device) -> None:
     """Refuse an engine built for another TensorRT or GPU (BackendUnavailable, saying how to rebuild).
 
-    Version-compatible engines run on the same or a later TensorRT of the same major
-    release; others need the exact version. Hardware compatibility `ampere_plus` accepts
-    any GPU of compute capability 8.0 or later, `same_compute_capability` any GPU of the
-    engine's capability; otherwise the GPU model must match.
+    Versions: `runs_here`. Hardware compatibility `ampere_plus` accepts any GPU of compute
+    capability 8.0 or later, `same_compute_capability` any GPU of the engine's capability;
+    otherwise the GPU model must match.
     """
     rebuild = REBUILD.format(path=bundle_path)
     built, here = entry.get("tensorrt_version", "?"), tensorrt_version
-    if entry.get("version_compatible"):
-        ok = (version_tuple(here)[:1] == version_tuple(built)[:1]) and version_tuple(here) >= version_tuple(built)
-    else:
-        ok = version_tuple(here) == version_tuple(built)
-    if not ok:
+    if not runs_here(built, here, bool(entry.get("version_compatible"))):
         raise BackendUnavailable(f"tensorrt: engine {entry['file']} was built with TensorRT {built}, "
                                  f"this machine has {here}; {rebuild}")
     level = entry.get("hardware_compatibility", "none")
@@ -127,6 +150,16 @@ def check_engine(entry: dict, bundle_path, tensorrt_version: str, device: Device
     if not ok:
         raise BackendUnavailable(f"tensorrt: engine {entry['file']} was built for {entry.get('gpu_name')} "
                                  f"(compute capability {cc_built}), this GPU is {device.name} ({cc_here}); {rebuild}")
+
+
+def check_host_code(entry: dict, bundle_path, allowed: bool) -> None:
+    """Refuse a version-compatible engine (it carries executable host code) unless the user allowed it."""
+    if entry.get("version_compatible") and not allowed:
+        raise BackendUnavailable(
+            f"tensorrt: engine {entry['file']} is version-compatible, so it carries TensorRT's lean runtime as "
+            "executable host code, run only on request: if you trust this bundle, pass creps-run "
+            "--allow-engine-host-code (Runtime(..., allow_engine_host_code=True)), or rebuild it without "
+            f"--version-compatible: creps-export --out {bundle_path} --trt")
 
 
 def pipeline_order(count: int, slots: int = SLOTS) -> list[tuple[str, int]]:
@@ -153,35 +186,41 @@ def engine_for(bundle: Bundle, stage: str) -> dict:
 
 
 class _Slot:
-    """Device and pinned host buffers of one in-flight call, an event marking its completion."""
+    """Device and pinned host buffers of one in-flight call, an event marking its completion.
 
-    def __init__(self, cudart, sizes: dict[str, int]):
-        self.cudart = cudart
-        self.device = {n: cuda_call(cudart, cudart.cudaMalloc(size)) for n, size in sizes.items()}
-        self.host_ptr = {n: cuda_call(cudart, cudart.cudaMallocHost(size)) for n, size in sizes.items()}
+    Each allocation's release is pushed on `stack` as soon as it is made."""
+
+    def __init__(self, cudart, sizes: dict[str, int], stack: contextlib.ExitStack):
+        self.device, self.host_ptr = {}, {}
+        for name, size in sizes.items():
+            self.device[name] = cuda_call(cudart, cudart.cudaMalloc(size))
+            stack.callback(lambda ptr=self.device[name]: cuda_call(cudart, cudart.cudaFree(ptr)))
+            self.host_ptr[name] = cuda_call(cudart, cudart.cudaMallocHost(size))
+            stack.callback(lambda ptr=self.host_ptr[name]: cuda_call(cudart, cudart.cudaFreeHost(ptr)))
         self.host = {n: np.ctypeslib.as_array(ctypes.cast(int(ptr), ctypes.POINTER(ctypes.c_float)),
                                               shape=(sizes[n] // 4,)) for n, ptr in self.host_ptr.items()}
         self.event = cuda_call(cudart, cudart.cudaEventCreate())
+        stack.callback(lambda: cuda_call(cudart, cudart.cudaEventDestroy(self.event)))
         self.shapes: dict[str, tuple[int, ...]] = {}  # output shapes of the call in flight
-
-    def free(self):
-        for ptr in self.device.values():
-            cuda_call(self.cudart, self.cudart.cudaFree(ptr))
-        for ptr in self.host_ptr.values():
-            cuda_call(self.cudart, self.cudart.cudaFreeHost(ptr))
-        cuda_call(self.cudart, self.cudart.cudaEventDestroy(self.event))
 
 
 class _StageEngine:
-    """One deserialized engine, its context, its IO and its buffer slots."""
+    """One deserialized engine, its context, its IO and its buffer slots (released through `stack`)."""
 
-    def __init__(self, trt, cudart, runtime, bundle: Bundle, stage: str, entry: dict):
+    def __init__(self, trt, cudart, runtime, bundle: Bundle, stage: str, entry: dict, host_code: bool,
+                 stack: contextlib.ExitStack):
         self.trt, self.cudart, self.stage = trt, cudart, stage
         path = bundle.file(entry)
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        data = path.read_bytes()  # hashed and deserialized from the same bytes: nothing can swap the file between
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise BundleError(f"{bundle.path}: {entry['file']} ({stage} engine) does not match its sha256 in the "
+                              f"manifest (corrupt or altered); {REBUILD.format(path=bundle.path)}")
+        runtime.engine_host_code_allowed = host_code
+        self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise BackendUnavailable(f"tensorrt: {path} does not deserialize here; "
+            raise BackendUnavailable(f"tensorrt: {path} does not deserialize here (see the TensorRT log above); "
                                      + REBUILD.format(path=bundle.path))
+        stack.callback(self._release)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -196,7 +235,13 @@ class _StageEngine:
             self.context.set_input_shape(name, self.ranges[name][2])
         max_shapes = {n: tuple(self.ranges[n][2]) for n in self.inputs}
         max_shapes |= {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
-        self.slots = [_Slot(cudart, {n: 4 * int(np.prod(s)) for n, s in max_shapes.items()}) for _ in range(SLOTS)]
+        sizes = {n: 4 * int(np.prod(s)) for n, s in max_shapes.items()}
+        self.slots = [_Slot(cudart, sizes, stack) for _ in range(SLOTS)]
+
+    def _release(self) -> None:
+        """Drop the context before the engine it was made from (TensorRT's order)."""
+        self.context = None
+        self.engine = None
 
     def _profile(self, name: str) -> list[tuple[int, ...]]:
         """(min, opt, max) shapes of an input in profile 0; a static input (psi) is its shape."""
@@ -238,23 +283,34 @@ class _StageEngine:
         return {n: slot.host[n][:int(np.prod(s))].reshape(s) for n, s in slot.shapes.items()}
 
 
-class TensorRTBackend:
-    """Runs the bundle's engines (`creps-export --trt`) on this machine's GPU."""
+class TensorRTBackend(Backend):
+    """Runs the bundle's engines (`creps-export --trt`) on this machine's GPU.
+
+    `allow_engine_host_code`: deserialize version-compatible engines, which carry
+    executable host code (see the module docstring); refused otherwise.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, threads: int | None = None):
+    def __init__(self, bundle: Bundle, allow_engine_host_code: bool = False):
         trt, cudart = load_tensorrt(), load_cudart()
         device = current_device(cudart)
         entries = {stage: engine_for(bundle, stage) for stage in RUN_STAGES}
-        for entry in entries.values():
+        for entry in entries.values():  # every refusal before anything is allocated
             check_engine(entry, bundle.path, trt.__version__, device)
+            check_host_code(entry, bundle.path, allow_engine_host_code)
         self.cudart = cudart
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
-        self.engines = {stage: _StageEngine(trt, cudart, self.runtime, bundle, stage, entry)
-                        for stage, entry in entries.items()}
+        self._resources: contextlib.ExitStack | None = None
+        with contextlib.ExitStack() as stack:  # on any failure below, frees what was made, in reverse
+            self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
+            stack.callback(lambda: cuda_call(cudart, cudart.cudaStreamDestroy(self.stream)))
+            self.engines = {}
+            for stage, entry in entries.items():
+                host_code = bool(entry.get("version_compatible")) and allow_engine_host_code
+                self.engines[stage] = _StageEngine(trt, cudart, self.runtime, bundle, stage, entry, host_code, stack)
+            self._resources = stack.pop_all()
         log.info("tensorrt %s on %s (%s)", trt.__version__, device.name, device.compute_capability)
 
     def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -262,6 +318,8 @@ class TensorRTBackend:
 
     def run_stream(self, stage: str, calls: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
         """Outputs of `calls` in order, double-buffered (see the module docstring)."""
+        if self._resources is None:
+            raise CrepsError("tensorrt: the backend is closed")
         engine = self.engines[stage]
         calls = list(calls) if not isinstance(calls, list) else calls
         for step, i in pipeline_order(len(calls)):
@@ -278,7 +336,10 @@ class TensorRTBackend:
         return 1  # one context and one stream per engine: overlap comes from run_stream
 
     def close(self) -> None:
-        for engine in self.engines.values():
-            for slot in engine.slots:
-                slot.free()
-        cuda_call(self.cudart, self.cudart.cudaStreamDestroy(self.stream))
+        """Wait for the work still queued on the stream (an abandoned run_stream), then free
+        every buffer, event, context, engine and the stream; a second call does nothing."""
+        resources, self._resources = self._resources, None
+        if resources is None:
+            return
+        with resources:  # frees even when the synchronization reports an error
+            cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))

@@ -13,7 +13,7 @@ from PIL import Image
 from creps import grid
 from creps.errors import BundleError, CrepsError
 from creps.runtime import Runtime
-from creps.runtime.backends import BackendUnavailable, OrtBackend, open_backend
+from creps.runtime.backends import Backend, BackendUnavailable, OrtBackend, open_backend
 from creps.runtime.bundle import read_bundle
 from creps.runtime.tiling import PlanError
 
@@ -104,7 +104,7 @@ def test_failed_save_leaves_no_file(runtime, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-class RangedBackend:
+class RangedBackend(Backend):
     """ONNX Runtime with TensorRT-like profile ranges, recording the shapes it was given."""
 
     name = "ranged"
@@ -138,7 +138,7 @@ def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
     }
     backend = None
 
-    def ranged(bundle, name, threads):
+    def ranged(bundle, name, threads, allow_engine_host_code):
         nonlocal backend
         backend = RangedBackend(bundle, ranges)
         return backend
@@ -154,7 +154,7 @@ def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
         limited.generate(1, (50, 3))
 
 
-class StreamingBackend:
+class StreamingBackend(Backend):
     """A one-call-at-a-time backend with `run_stream`, counting what went through it."""
 
     name = "streaming"

@@ -4,10 +4,19 @@
 naming its stage's ONNX graph and profile, evaluated with ONNX Runtime between the
 uploads and downloads. The fake builder writes such engines and records what it was
 asked for (network flags, workspace, profiles, timing cache, compatibility).
+
+Resources are counted as CUDA hands them out: device and pinned blocks, streams and
+events, each freed only by its own call (cudaFree of a pinned block, a double free or a
+stale handle is cudaErrorInvalidValue, as in CUDA), and `fail_at` makes the n-th
+allocation fail with cudaErrorMemoryAllocation. As TensorRT does (IRuntime
+setEngineHostCodeAllowed, default false), the fake runtime refuses to deserialize a
+version-compatible engine, which embeds the lean runtime's host code, unless
+`engine_host_code_allowed` is set, and returns None for bytes that are not an engine.
 """
 
 import ctypes
 import enum
+import functools
 import json
 from types import SimpleNamespace
 
@@ -112,8 +121,13 @@ class FakeBuilder:
 GPU = SimpleNamespace(name=b"Fake GPU\0\0", major=8, minor=7)
 
 
-class Err(enum.IntEnum):
+class Err(enum.IntEnum):  # cudaError_t values of the CUDA runtime API
     cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorMemoryAllocation = 2
+
+
+KINDS = ("device", "pinned", "stream", "event")
 
 
 class FakeCudart:
@@ -122,21 +136,65 @@ class FakeCudart:
     cudaError_t = Err
     cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
-    def __init__(self):
-        self.blocks, self.copies = {}, []
+    def __init__(self, fail_at: int | None = None):
+        self.held = {kind: {} for kind in KINDS}  # handle -> backing block (None for streams, events)
+        self.allocations = 0  # every allocation asked for, failed ones included
+        self.fail_at = fail_at  # the allocation (1-based) that fails with cudaErrorMemoryAllocation
+        self.copies, self.calls = [], []
 
-    def _alloc(self, size):
-        block = np.zeros(size, np.uint8)
-        self.blocks[block.ctypes.data] = block
-        return Err.cudaSuccess, block.ctypes.data
+    def live(self) -> dict[str, int]:
+        """What is allocated and not yet freed, per kind."""
+        return {kind: len(handles) for kind, handles in self.held.items()}
 
-    cudaMalloc = cudaMallocHost = _alloc
+    def _allocate(self, kind, size=None):
+        self.calls.append(f"allocate {kind}")
+        self.allocations += 1
+        if self.allocations == self.fail_at:
+            return Err.cudaErrorMemoryAllocation, 0
+        if size is None:  # a stream or an event: an opaque handle
+            backing = handle = object()
+            key = id(handle)
+        else:
+            backing = np.zeros(size, np.uint8)
+            handle = key = backing.ctypes.data
+        self.held[kind][key] = backing
+        return Err.cudaSuccess, handle
 
-    def _free(self, ptr):
-        del self.blocks[int(ptr)]
+    def _release(self, kind, handle):
+        self.calls.append(f"free {kind}")
+        key = int(handle) if kind in ("device", "pinned") else id(handle)
+        if key not in self.held[kind]:
+            return (Err.cudaErrorInvalidValue,)
+        del self.held[kind][key]
         return (Err.cudaSuccess,)
 
-    cudaFree = cudaFreeHost = _free
+    def cudaMalloc(self, size):
+        return self._allocate("device", size)
+
+    def cudaMallocHost(self, size):
+        return self._allocate("pinned", size)
+
+    def cudaStreamCreate(self):
+        return self._allocate("stream")
+
+    def cudaEventCreate(self):
+        return self._allocate("event")
+
+    def cudaFree(self, ptr):
+        return self._release("device", ptr)
+
+    def cudaFreeHost(self, ptr):
+        return self._release("pinned", ptr)
+
+    def cudaStreamDestroy(self, stream):
+        return self._release("stream", stream)
+
+    def cudaEventDestroy(self, event):
+        return self._release("event", event)
+
+    def cudaStreamSynchronize(self, stream):
+        self.calls.append("cudaStreamSynchronize")
+        return (Err.cudaSuccess,) if id(stream) in self.held["stream"] else (Err.cudaErrorInvalidValue,)
 
     def cudaMemcpyAsync(self, dst, src, size, kind, stream):
         ctypes.memmove(int(dst), int(src), size)
@@ -144,14 +202,12 @@ class FakeCudart:
         return (Err.cudaSuccess,)
 
     def cudaGetErrorString(self, err):
-        return Err.cudaSuccess, b"fake"
+        return Err.cudaSuccess, Err(err).name.encode()
 
     cudaGetDeviceCount = staticmethod(lambda: (Err.cudaSuccess, 1))
     cudaGetDevice = staticmethod(lambda: (Err.cudaSuccess, 0))
     cudaGetDeviceProperties = staticmethod(lambda device: (Err.cudaSuccess, GPU))
-    cudaStreamCreate = cudaEventCreate = staticmethod(lambda: (Err.cudaSuccess, object()))
-    cudaStreamDestroy = cudaEventDestroy = cudaEventSynchronize = staticmethod(lambda *a: (Err.cudaSuccess,))
-    cudaEventRecord = staticmethod(lambda *a: (Err.cudaSuccess,))
+    cudaEventSynchronize = cudaEventRecord = staticmethod(lambda *a: (Err.cudaSuccess,))
 
 
 class FakeContext:
@@ -185,13 +241,19 @@ class FakeContext:
         return True
 
 
+@functools.lru_cache(maxsize=16)
+def session(graph: str) -> ort.InferenceSession:
+    """One ONNX Runtime session per graph file (tests deserialize the same engines many times)."""
+    return ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+
+
 class FakeEngine:
     """An 'engine file' is JSON naming the ONNX graph, the stage and the profile."""
 
     def __init__(self, data: bytes):
         spec = json.loads(data)
         self.stage, self.model, self.profile = spec["stage"], spec["model"], spec["profile"]
-        self.session = ort.InferenceSession(spec["graph"], providers=["CPUExecutionProvider"])
+        self.session = session(spec["graph"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.static = {i.name: i.shape for i in self.session.get_inputs() if all(isinstance(d, int) for d in i.shape)}
@@ -237,7 +299,14 @@ class FakeTrt:
 
     class Runtime:
         def __init__(self, logger):
-            pass
+            self.engine_host_code_allowed = False
 
         def deserialize_cuda_engine(self, data):
+            """None where TensorRT logs an error and returns null: not an engine, or host code not allowed."""
+            try:
+                spec = json.loads(bytes(data))
+            except ValueError:
+                return None
+            if FakeTrt.BuilderFlag.VERSION_COMPATIBLE in spec.get("flags", []) and not self.engine_host_code_allowed:
+                return None
             return FakeEngine(data)

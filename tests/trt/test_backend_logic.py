@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from creps.runtime.backends import BackendUnavailable
-from creps.runtime.trt import CudaError, Device, check_engine, cuda_call, pipeline_order
+from creps.runtime.trt import CudaError, Device, check_engine, check_host_code, cuda_call, pipeline_order
 
 ENTRY = {"file": "pixels.engine", "tensorrt_version": "10.3.0.30", "gpu_name": "Orin (nvgpu)",
          "compute_capability": "8.7"}
@@ -23,13 +23,27 @@ def test_other_tensorrt_is_refused_with_the_rebuild_command(version):
         check_engine(ENTRY, "b", version, ORIN)
 
 
-def test_version_compatible_engine_runs_on_later_minor_only():
-    entry = {**ENTRY, "version_compatible": True}
-    check_engine(entry, "b", "10.7.0", ORIN)
-    with pytest.raises(BackendUnavailable):
-        check_engine(entry, "b", "10.2.0", ORIN)
-    with pytest.raises(BackendUnavailable):
-        check_engine(entry, "b", "11.0.0", ORIN)
+@pytest.mark.parametrize("built, here, runs", [
+    ("10.3.0.30", "10.3.0.30", True), ("10.3.0.30", "10.16.1", True),
+    ("10.3.0.30", "11.1.0", True), ("10.3.0.30", "11.4.1", True),  # 10.x engines run on 11.x (TensorRT 11 docs)
+    ("10.3.0.30", "10.2.0", False), ("10.3.0.30", "12.0.0", False),  # never on an earlier release, nor 10 -> 12
+    ("11.1.0", "11.4.0", True), ("11.1.0", "11.0.0", False), ("11.1.0", "10.16.1", False),
+])
+def test_version_compatible_engine_runs_on_the_same_or_a_later_release(built, here, runs):
+    entry = {**ENTRY, "tensorrt_version": built, "version_compatible": True}
+    if runs:
+        check_engine(entry, "b", here, ORIN)
+    else:
+        with pytest.raises(BackendUnavailable, match=f"built with TensorRT {built}, this machine has {here}"):
+            check_engine(entry, "b", here, ORIN)
+
+
+def test_host_code_needs_the_opt_in():
+    check_host_code(ENTRY, "b", allowed=False)  # not version-compatible: no host code in it
+    check_host_code({**ENTRY, "version_compatible": True}, "b", allowed=True)
+    with pytest.raises(BackendUnavailable, match=r"pixels.engine is version-compatible.*--allow-engine-host-code.*"
+                                                 r"creps-export --out b --trt"):
+        check_host_code({**ENTRY, "version_compatible": True}, "b", allowed=False)
 
 
 def test_other_gpu_is_refused_unless_hardware_compatible():

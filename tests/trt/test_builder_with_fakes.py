@@ -2,6 +2,7 @@
 builder for, what it writes into the bundle, and that the runtime backend runs the result."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from fakes import FakeTrt
 from creps.export.trt import EngineBuildError, build_engines
 from creps.export.trt_plan import build_plan
+from creps.runtime.backends import BackendUnavailable
 from creps.runtime.bundle import read_bundle, write_manifest
 from creps.runtime.generate import Runtime
 
@@ -38,12 +40,29 @@ def test_engines_and_manifest_entries(fake_gpu, engine_bundle, tmp_path):
         assert entry["tensorrt_version"] == "10.3.0.30" and entry["gpu_name"] == "Fake GPU"
         assert entry["compute_capability"] == "8.7" and entry["strongly_typed"] and entry["graph"] == stage
     assert cache.read_bytes() == b"old+timed"  # saved after the build
-    # The engines run: the same images as ONNX Runtime.
+    # The engines run, version-compatible ones on request only: the same images as ONNX Runtime.
     size, tile = (40, 24), (16, 8)
     want = Runtime(engine_bundle, backend="ort-cpu", tile=tile).generate([5], size, out="float")
-    runtime = Runtime(engine_bundle, backend="tensorrt", tile=tile)
-    np.testing.assert_array_equal(runtime.generate([5], size, out="float"), want)
-    runtime.backend.close()
+    with pytest.raises(BackendUnavailable, match="version-compatible.*--allow-engine-host-code"):
+        Runtime(engine_bundle, backend="tensorrt", tile=tile)
+    with Runtime(engine_bundle, backend="tensorrt", tile=tile, allow_engine_host_code=True) as runtime:
+        np.testing.assert_array_equal(runtime.generate([5], size, out="float"), want)
+    assert fake_gpu.live() == {"device": 0, "pinned": 0, "stream": 0, "event": 0}
+
+
+def test_same_compute_capability_engines_need_tensorrt_10_9(fake_gpu, engine_bundle, monkeypatch):
+    plan = plan_for(engine_bundle)
+    with pytest.raises(EngineBuildError, match=r"TensorRT 10\.3\.0\.30 has no same-compute-capability engines "
+                                               r"\(10\.9 and later.*ampere_plus"):
+        build_engines(engine_bundle, plan, hardware="same_compute_capability")
+    assert not read_bundle(engine_bundle).engines
+    monkeypatch.setattr(FakeTrt, "__version__", "10.9.0.34")
+    monkeypatch.setattr(FakeTrt, "HardwareCompatibilityLevel",
+                        SimpleNamespace(AMPERE_PLUS="ampere_plus", SAME_COMPUTE_CAPABILITY="same_compute_capability"))
+    entries = build_engines(engine_bundle, plan, hardware="same_compute_capability")
+    for entry in entries.values():
+        assert json.loads((engine_bundle / entry["file"]).read_text())["hardware"] == "same_compute_capability"
+        assert entry["hardware_compatibility"] == "same_compute_capability"
 
 
 def test_unparsable_graph_is_one_error_and_no_engines(fake_gpu, engine_bundle):

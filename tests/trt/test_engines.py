@@ -52,14 +52,3 @@ def test_engines_match_onnx_runtime(bundle, size, tmp_path):
     engine = Runtime(bundle, backend="tensorrt", tile=(16, 8)).generate(seeds=[3], size=size, psi=0.7,
                                                                           out="float")
     assert np.max(np.abs(np.asarray(engine) - np.asarray(reference))) < 2e-3  # TF32 matmuls allowed
-
-
-def test_dry_run_needs_no_tensorrt_and_plans_missing_precisions(bundle):
-    from creps.export.trt import precision_and_engines
-
-    lines = []
-    precision_and_engines(bundle, fp16=True, int8=False, trt=True, sizes=[(2048, 512)], max_memory=3 << 30,
-                          dry_run=True, echo=lines.append)
-    text = "\n".join(lines)
-    assert "lines: graph lines.fp16 (fp16)" in text and "mapping: graph mapping (fp32)" in text
-    assert "2048x512" in text and not (bundle / "lines.fp16.onnx").exists()  # a dry run writes nothing
