@@ -14,7 +14,7 @@ from creps import grid
 from creps.checkpoint import load_generator
 from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
 from creps.device import pick_device
-from creps.errors import CrepsError
+from creps.errors import CrepsError, NonFiniteError
 from creps.files import creating_folder
 from creps.images import image_paths, save_image
 
@@ -34,8 +34,12 @@ def resolve_network(network: Path | None) -> Path:
 
 
 @torch.no_grad()
-def render(G, z: torch.Tensor, psi: float, cutoff: int | None, ys: torch.Tensor, xs: torch.Tensor) -> np.ndarray:
-    """One image [H, W, 3] uint8: lines once, then the pixel stage in row bands."""
+def render(G, z: torch.Tensor, psi: float, cutoff: int | None, ys: torch.Tensor, xs: torch.Tensor,
+           seed: int | None = None) -> np.ndarray:
+    """One image [H, W, 3] uint8: lines once, then the pixel stage in row bands.
+
+    Raises NonFiniteError (naming `seed` and the band) where the model gives NaN or Inf,
+    which would otherwise be written as black pixels."""
     ws = G.mapping(z, truncation_psi=psi, truncation_cutoff=cutoff)  # (1, num_ws, w_dim)
     cols, rows = G.synthesis.lines(ws, ys, xs)  # (1, B, 32, H, R), (1, B, 32, W, R)
     height, width = len(ys), len(xs)
@@ -43,6 +47,9 @@ def render(G, z: torch.Tensor, psi: float, cutoff: int | None, ys: torch.Tensor,
     band = max(1, PIXELS_PER_BAND // width)
     for y0 in range(0, height, band):
         img = G.synthesis.pixels(ws, cols[:, :, :, y0:y0 + band], rows)  # (1, 3, h, W)
+        if not torch.isfinite(img).all():
+            raise NonFiniteError(f"seed {seed}: the model gave NaN or Inf in the band of rows {y0}-"
+                                 f"{y0 + img.shape[2] - 1} (are the checkpoint's weights finite?); no image written")
         out[y0:y0 + band] = grid.to_uint8(img[0].cpu().numpy())
     return out
 
@@ -88,7 +95,7 @@ def cli(network, seeds, size, psi, cutoff, window, fit, outdir, device):
     with creating_folder(folder):
         for seed, path in zip(seeds, tqdm(paths, unit="image", desc="creps-generate")):
             z = torch.from_numpy(grid.seed_to_z(seed, G.z_dim)).to(torch_device)
-            save_image(render(G, z, psi, cutoff, ys, xs), path)
+            save_image(render(G, z, psi, cutoff, ys, xs, seed), path)
 
 
 main = entry_point(cli)

@@ -1,11 +1,13 @@
 """`Runtime`: images of any size from a bundle, tiled, with numpy and a backend (never torch).
 
-Per batch of seeds: `mapping` once, `lines` in chunks of the coordinate vectors (the
-features of all H + W lines are kept: B·32·R floats per line), then `pixels` tile by
-tile, band by band, each tile written straight into the output: an array
-(`generate`) or PNG files streamed band by band (`save`), so memory stays flat as the
-image grows. Chunks and tiles run as many at once as the backend allows
-(`Backend.parallel`: one per core on ONNX Runtime CPU).
+Per batch of images (from seeds, latents z, or ws past the mapping): `mapping` once,
+`lines` in chunks of the coordinate vectors (the features of all H + W lines are kept:
+B·32·R floats per line), then `pixels` tile by tile, band by band, each tile written
+straight into the output: an array (`generate`) or PNG files streamed band by band
+(`save`), so memory stays flat as the image grows. Chunks and tiles run as many at once
+as the backend allows (`Backend.parallel`: one per core on ONNX Runtime CPU). A tile with
+NaN or Inf is refused (NonFiniteError naming the image and the tile), never written as
+black pixels.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from creps import grid
-from creps.errors import CrepsError
+from creps.errors import CrepsError, NonFiniteError
 from creps.files import atomic_path
 from creps.runtime.backends import Backend, open_backend
 from creps.runtime.bundle import Bundle, read_bundle
+from creps.runtime.default import default_bundle
 from creps.runtime.png import PngStream
 from creps.runtime.tiling import Limits, Plan, make_plan
 
@@ -42,6 +46,46 @@ def as_seeds(seeds: int | Sequence[int]) -> list[int]:
         if not 0 <= int(seed) < 2**32:
             raise CrepsError(f"seed {seed} is outside 0..2**32-1")
     return [int(s) for s in seeds]
+
+
+def as_latents(name: str, values, shape: tuple[int, ...]) -> np.ndarray:
+    """An app's z (N, z_dim) or ws (N, num_ws, w_dim) as float32, checked against the model's `shape`."""
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise CrepsError(f"{name} is not an array of numbers") from None
+    if array.ndim != 1 + len(shape) or array.shape[1:] != shape or len(array) == 0:
+        want = ", ".join(map(str, shape))
+        raise CrepsError(f"{name} has shape {list(array.shape)}; this bundle's model takes [N, {want}], N >= 1")
+    if not np.isfinite(array).all():
+        raise CrepsError(f"{name} has NaN or Inf values")
+    return array
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The images of one run of the graphs: a label each (for messages) and their z, or ws past the mapping."""
+
+    labels: list[str]
+    z: np.ndarray | None = None  # (n, z_dim)
+    ws: np.ndarray | None = None  # (n, num_ws, w_dim)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, part: slice) -> Batch:
+        return Batch(self.labels[part], *(None if a is None else a[part] for a in (self.z, self.ws)))
+
+
+def check_finite(img: np.ndarray, batch: Batch, band: slice, column: slice) -> None:
+    """Refuse a tile (N, 3, h, w) holding NaN or Inf: written out, it would be black pixels."""
+    finite = np.isfinite(img).reshape(len(img), -1).all(axis=1)  # (N,)
+    if not finite.all():
+        raise NonFiniteError(
+            f"{batch.labels[int(np.argmin(finite))]}: the pixels graph gave NaN or Inf in the tile x "
+            f"{column.start}-{column.stop - 1}, y {band.start}-{band.stop - 1}; the bundle does not compute "
+            "finite images (weights that are not finite, or an overflow); no image written"
+        )
 
 
 def limits_of(backend: Backend) -> Limits:
@@ -86,6 +130,8 @@ def in_order(run, items, workers: int) -> Iterator:
 class Runtime:
     """A loaded bundle and a backend.
 
+    `bundle_dir`: a bundle folder, or None for the bundled default model (exported into
+    the user cache on first use, as `creps-run` does; that first export needs PyTorch).
     `backend`: "auto" | "ort-cpu" | "ort-cuda" | "tensorrt", or a `Backend` object.
     `tile`: (width, height) of a pixel tile (default: the fastest measured on the CPU,
     or a TensorRT profile's largest tile; shrunk to `max_memory`). `max_memory`: bytes
@@ -100,12 +146,12 @@ class Runtime:
     backend it opened by name; a `Backend` object passed in stays the caller's to close.
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike, backend: str | Backend = "auto",
+    def __init__(self, bundle_dir: str | os.PathLike | None = None, backend: str | Backend = "auto",
                  tile: tuple[int, int] | None = None, max_memory: int | None = None, threads: int | None = None,
                  line_chunk: int | None = None, allow_engine_host_code: bool = False):
         if not isinstance(backend, (str, Backend)):
             raise CrepsError(f"backend {backend!r} is neither a backend name nor a creps.runtime.backends.Backend")
-        self.bundle: Bundle = read_bundle(bundle_dir)
+        self.bundle: Bundle = read_bundle(default_bundle() if bundle_dir is None else bundle_dir)
         self.model = self.bundle.model
         self.owns_backend = isinstance(backend, str)
         self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code)
@@ -127,6 +173,11 @@ class Runtime:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def backend_name(self) -> str:
+        """The backend in use: "ort-cpu", "ort-cuda" or "tensorrt" (what "auto" chose), or a given one's name."""
+        return self.backend.name
+
     def plan(self, size: tuple[int, int], batch: int = 1) -> Plan:
         width, height = size
         try:
@@ -137,8 +188,13 @@ class Runtime:
         return make_plan(self.model, width, height, batch, self.tile, self.max_memory, self.line_chunk, self.limits,
                          workers)
 
-    def mapping(self, seeds: list[int], psi: float) -> np.ndarray:
-        z = np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in seeds])  # (N, z_dim)
+    def z(self, seeds: int | Sequence[int]) -> np.ndarray:
+        """The seeds' latents (N, z_dim): the original's RandomState(seed).randn(1, z_dim)."""
+        return np.concatenate([grid.seed_to_z(seed, self.model["z_dim"]) for seed in as_seeds(seeds)])
+
+    def mapping(self, z: np.ndarray, psi: float = 1.0) -> np.ndarray:
+        """The mapping graph: latents z (N, z_dim) -> ws (N, num_ws, w_dim), truncated by psi."""
+        z = as_latents("z", z, (self.model["z_dim"],))
         return self.backend.run("mapping", {"z": z, "psi": np.array([psi], np.float32)})["ws"]
 
     def lines(self, ws: np.ndarray, ys: np.ndarray, xs: np.ndarray, plan: Plan,
@@ -157,15 +213,16 @@ class Runtime:
                 bar.update()
         return cols, rows
 
-    def tiles(self, seeds: list[int], size, psi, window, fit, plan: Plan, bar) -> Iterator[tuple]:
+    def tiles(self, batch: Batch, size, psi, window, fit, plan: Plan, bar) -> Iterator[tuple]:
         """(rows slice, cols slice, img tile (N, 3, h, w)) for the whole image, band by band."""
         ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
-        ws = self.mapping(seeds, psi)  # (N, num_ws, w_dim)
+        ws = self.mapping(batch.z, psi) if batch.ws is None else batch.ws  # (N, num_ws, w_dim)
         cols, rows = self.lines(ws, ys, xs, plan, bar)
         tiles = list(plan.tiles())
         feeds = ({"ws": ws, "cols": cols[:, :, :, band], "rows": rows[:, :, :, column]} for band, column in tiles)
         for (band, column), out in zip(tiles, self.run_all("pixels", feeds)):
             bar.update()
+            check_finite(out["img"], batch, band, column)
             yield band, column, out["img"]
 
     def run_all(self, stage: str, calls: Iterator[dict]) -> Iterator[dict]:
@@ -177,9 +234,25 @@ class Runtime:
             return self.backend.run_stream(stage, calls)
         return in_order(lambda feeds: self.backend.run(stage, feeds), calls, workers)
 
-    def prepare(self, seeds, size, psi, fit, batch: int) -> tuple[list[int], tuple[int, int], list]:
-        """Check a request before any work: (seeds, size, [(seeds of a batch, its plan), ...])."""
-        seeds = as_seeds(seeds)
+    def images(self, seeds, z, ws, psi) -> Batch:
+        """The request's images as one Batch: from seeds (default: seed 0), z or ws, exactly one."""
+        given = [name for name, value in (("seeds", seeds), ("z", z), ("ws", ws)) if value is not None]
+        if len(given) > 1:
+            raise CrepsError(f"{' and '.join(given)} given: pass one of seeds, z or ws")
+        if ws is not None:
+            if psi != 1.0:
+                raise CrepsError(f"psi {psi} with ws: truncation happens in the mapping, before ws (pass z instead)")
+            ws = as_latents("ws", ws, (self.model["num_ws"], self.model["w_dim"]))
+            return Batch([f"image {i}" for i in range(len(ws))], ws=ws)
+        if z is not None:
+            z = as_latents("z", z, (self.model["z_dim"],))
+            return Batch([f"image {i}" for i in range(len(z))], z=z)
+        seeds = as_seeds(0 if seeds is None else seeds)
+        return Batch([f"seed {seed}" for seed in seeds], z=self.z(seeds))
+
+    def prepare(self, seeds=None, size=None, psi: float = 1.0, fit: str = "extend", batch: int = 1, *, z=None,
+                ws=None) -> tuple[tuple[int, int], list[tuple[Batch, Plan]]]:
+        """Check a request before any work: (size, [(a batch of its images, that batch's plan), ...])."""
         size = size or (self.model["img_resolution"],) * 2
         if batch < 1:
             raise CrepsError(f"batch {batch} must be at least 1")
@@ -187,8 +260,9 @@ class Runtime:
             raise CrepsError(f"truncation psi {psi} is not a finite number")
         if fit not in grid.FITS:
             raise CrepsError(f"fit {fit!r} is not one of {', '.join(grid.FITS)}")
-        parts = [seeds[start:start + batch] for start in range(0, len(seeds), batch)]
-        return seeds, size, [(part, self.plan(size, len(part))) for part in parts]
+        every = self.images(seeds, z, ws, psi)
+        parts = [every[start:start + batch] for start in range(0, len(every), batch)]
+        return size, [(part, self.plan(size, len(part))) for part in parts]
 
     @staticmethod
     def progress(schedule, enabled: bool):
@@ -196,18 +270,21 @@ class Runtime:
         total = sum(len(plan.line_chunks) + len(plan.bands) * len(plan.columns) for _, plan in schedule)
         return tqdm(total=total, unit="step", desc="line chunks + tiles", disable=not enabled, leave=False)
 
-    def generate(self, seeds: int | Sequence[int] = 0, size: tuple[int, int] | None = None, psi: float = 1.0,
-                 window: grid.Window | None = None, fit: str = "extend", out: str = "uint8", batch: int = 1,
-                 progress: bool = False) -> np.ndarray:
-        """Images for `seeds` at `size` = (width, height) (default: the training resolution).
+    def generate(self, seeds: int | Sequence[int] | None = None, size: tuple[int, int] | None = None,
+                 psi: float = 1.0, window: grid.Window | None = None, fit: str = "extend", out: str = "uint8",
+                 batch: int = 1, progress: bool = False, *, z=None, ws=None) -> np.ndarray:
+        """Images at `size` = (width, height) (default: the training resolution), one per seed
+        (default seed 0), or per row of latents `z` (N, z_dim), or of `ws` (N, num_ws, w_dim)
+        past the mapping (`self.mapping(z, psi)`; psi must then stay 1): one of the three.
 
         Returns uint8 (N, H, W, 3) as the original writes them, or float32 (N, 3, H, W).
         """
         if out not in OUTPUTS:
             raise CrepsError(f"out {out!r} is not one of {', '.join(OUTPUTS)}")
-        seeds, size, schedule = self.prepare(seeds, size, psi, fit, batch)
+        size, schedule = self.prepare(seeds, size, psi, fit, batch, z=z, ws=ws)
         width, height = size
-        shape = (len(seeds), height, width, 3) if out == "uint8" else (len(seeds), 3, height, width)
+        count = sum(len(part) for part, _ in schedule)
+        shape = (count, height, width, 3) if out == "uint8" else (count, 3, height, width)
         images = np.empty(shape, np.uint8 if out == "uint8" else np.float32)
         with self.progress(schedule, progress) as bar:
             done = 0
@@ -221,13 +298,15 @@ class Runtime:
                 done += len(part)
         return images
 
-    def save(self, paths: Sequence[str | os.PathLike], seeds: int | Sequence[int] = 0,
+    def save(self, paths: Sequence[str | os.PathLike], seeds: int | Sequence[int] | None = None,
              size: tuple[int, int] | None = None, psi: float = 1.0, window: grid.Window | None = None,
-             fit: str = "extend", batch: int = 1, progress: bool = False) -> None:
-        """Stream one PNG per seed to `paths`, band by band; each file appears complete or not at all."""
-        seeds, size, schedule = self.prepare(seeds, size, psi, fit, batch)
-        if len(paths) != len(seeds):
-            raise CrepsError(f"{len(paths)} output paths for {len(seeds)} seeds")
+             fit: str = "extend", batch: int = 1, progress: bool = False, *, z=None, ws=None) -> None:
+        """Stream one PNG per image (seeds, z or ws, as `generate`) to `paths`, band by band;
+        each file appears complete or not at all."""
+        size, schedule = self.prepare(seeds, size, psi, fit, batch, z=z, ws=ws)
+        count = sum(len(part) for part, _ in schedule)
+        if len(paths) != count:
+            raise CrepsError(f"{len(paths)} output paths for {count} images")
         width, _ = size
         with self.progress(schedule, progress) as bar:
             done = 0
