@@ -13,13 +13,17 @@ Nothing in the file is executed when it is read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
+import numbers
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from creps.errors import CheckpointError
 from creps.files import atomic_path
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 FORMAT = "creps-checkpoint"
 VERSION = "1"
 GENERATOR_PREFIXES = ("G_ema.", "G.", "")
+# The largest size a config read from a file may state (the published configs use at most 65536);
+# any three such sizes multiply within int64.
+MAX_SIZE = 2**20
 
 
 def save_checkpoint(path, networks: dict[str, torch.nn.Module] | torch.nn.Module, cfg: GeneratorConfig,
@@ -67,9 +74,72 @@ def read_checkpoint(path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def config_from_dict(data, source: str) -> GeneratorConfig:
+    """Our config from untrusted data (a checkpoint's creps.config, an original pickle's init
+    kwargs): every field of its declared type and range before anything is built."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: the generator config is a {type(data).__name__}, not a mapping")
+    values = {}
+    for field in dataclasses.fields(GeneratorConfig):
+        if field.name not in data:
+            continue
+        value, optional = data[field.name], "None" in field.type
+        if field.type == "int":  # numbers.Integral: numpy ints from a pickle too; never a bool
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
+            want, cast = f"an integer in 1..{MAX_SIZE}", int
+        else:
+            ok = (value is None and optional) or (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                                  and math.isfinite(value) and value > 0)
+            want, cast = "a positive number" + (" or null" if optional else ""), float
+        if not ok:
+            raise CheckpointError(f"{source}: generator config {field.name} = {value!r:.40} must be {want}")
+        values[field.name] = None if value is None else cast(value)
+    try:
+        return GeneratorConfig.from_dict({**data, **values})
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: unsupported generator config ({exc})") from None
+
+
+class _Budget(TorchFunctionMode):
+    """Counts the numbers every torch call makes while a model is built and refuses, before a
+    factory call allocates, to go past `budget`. (The meta device would allocate nothing, but
+    its first use imports ~800 modules: seconds on every load.)"""
+
+    FACTORIES = (torch.randn, torch.zeros, torch.ones, torch.empty, torch.full)
+
+    def __init__(self, budget: int, source: str):
+        super().__init__()
+        self.left, self.source = budget, source
+
+    def take(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise CheckpointError(f"{self.source}: the config describes a model far larger than the checkpoint")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FACTORIES:  # size as (*ints) or one sequence; torch.full(size, value)
+            size = args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args
+            self.take(math.prod(size))
+        elif func is torch.linspace:
+            self.take(args[2] if len(args) > 2 else kwargs["steps"])
+        out = func(*args, **kwargs)
+        if func not in self.FACTORIES and func is not torch.linspace and isinstance(out, torch.Tensor):
+            self.take(out.numel())
+        return out
+
+
 def generator_from_state(cfg: GeneratorConfig, state: dict[str, torch.Tensor], source: str) -> Generator:
-    """Build a Generator and copy `state` in, insisting that every key and shape lines up."""
-    G = Generator(cfg)
+    """Build a Generator and copy `state` in, insisting that every key and shape lines up.
+
+    The model is built under an allocation budget of the checkpoint's own size, so a damaged
+    config is refused at once instead of filling memory before the shapes can be compared.
+    """
+    if cfg.mapping_layers + cfg.num_blocks > len(state):  # every layer holds tensors; 65536 tiny ones take minutes
+        raise CheckpointError(f"{source}: the config has more layers than the checkpoint has tensors ({len(state)})")
+    held = sum(t.numel() for t in state.values())
+    with _Budget(4 * held + 2**20, source):  # room for initialisation's temporaries
+        G = Generator(cfg)
     expected = G.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -91,9 +161,10 @@ def generator_from_state(cfg: GeneratorConfig, state: dict[str, torch.Tensor], s
 def load_checkpoint(path) -> Generator:
     tensors, meta = read_checkpoint(path)
     try:
-        cfg = GeneratorConfig.from_dict(json.loads(meta["creps.config"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad creps.config ({exc})") from exc
+        data = json.loads(meta["creps.config"])
+    except (KeyError, ValueError, RecursionError) as exc:  # ValueError: not JSON; RecursionError: nested too deep
+        raise CheckpointError(f"{path}: bad creps.config ({type(exc).__name__}: {exc})") from None
+    cfg = config_from_dict(data, f"{path}: creps.config")
     for prefix in GENERATOR_PREFIXES:
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)} if prefix else tensors
         if "mapping.w_avg" in state:

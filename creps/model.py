@@ -45,7 +45,8 @@ class GeneratorConfig:
             raise ValueError(f"img_resolution must be a power of two >= 8, not {res}")
         if self.img_channels != 3:
             raise ValueError("only 3-channel (RGB) generators are supported")
-        if min(self.z_dim, self.w_dim, self.mapping_layers, self.rank, self.biline_channels) < 1:
+        if min(self.z_dim, self.w_dim, self.mapping_layers, self.rank, self.biline_channels,
+               self.channels(res)) < 1:  # channels(res): the last block's, the fewest
             raise ValueError(f"config has a non-positive size: {self}")
 
     @property

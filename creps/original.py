@@ -21,12 +21,13 @@ import io
 import logging
 import pickle
 import re
+import struct
 import time
 
 import numpy as np
 import torch
 
-from creps.checkpoint import generator_from_state
+from creps.checkpoint import config_from_dict, generator_from_state
 from creps.errors import CheckpointError
 from creps.model import Generator, GeneratorConfig
 
@@ -70,17 +71,65 @@ def _load_storage_bytes(blob):
             raise CheckpointError(
                 f"refused: a tensor storage in the pickle asks for {refused.group(1)}, which a tensor never needs"
             ) from None
-        raise CheckpointError(f"a tensor storage in the pickle is corrupt ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"a tensor storage in the pickle is corrupt ({one_line(exc)})") from None
+    except (AssertionError, RuntimeError, EOFError, KeyError, ValueError, TypeError, IndexError) as exc:
+        # torch's legacy-format reader checks a damaged blob with asserts and lookups of its own.
+        raise CheckpointError(f"a tensor storage in the pickle is corrupt ({one_line(exc)})") from None
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception as one short line: its text may quote bytes of the file, newlines included."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+class _Dtype:
+    """`numpy.dtype(name, align, copy)` plus the state BUILD gives it, for plain numbers only.
+
+    numpy's own dtype.__setstate__ trusts its state (a damaged one crashes the interpreter), so
+    the pickle gets this record, and a real dtype is made from its name and byte order alone.
+    """
+
+    def __init__(self, name, align=False, copy=False):
+        if not isinstance(name, str) or not re.fullmatch(r"[biuf][1-8]", name):
+            raise CheckpointError(f"refused: a numpy dtype {name!r:.40}, not a plain number (a checkpoint's gains are)")
+        self.name, self.order = name, "="
+
+    def __setstate__(self, state):  # numpy writes (version, byte order, subarray, names, fields, ...)
+        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "=", "|")):
+            raise CheckpointError("a numpy dtype in the pickle has a damaged state")
+        self.order = state[1]
+
+    def resolve(self) -> np.dtype:
+        return np.dtype(self.name).newbyteorder(self.order)
 
 
 def _numpy_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
-        raise CheckpointError("numpy scalar of an object dtype")
-    return np.frombuffer(data, dtype=dtype, count=1)[0] if data is not None else dtype.type()
+    if not isinstance(dtype, _Dtype):
+        raise CheckpointError("a numpy scalar in the pickle without a plain numeric dtype")
+    if data is not None and not isinstance(data, bytes):
+        raise CheckpointError("a numpy scalar in the pickle without its bytes")
+    return np.frombuffer(data, dtype=dtype.resolve(), count=1)[0] if data is not None else dtype.resolve().type()
 
 
 class _EasyDict(dict):
     pass
+
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    """torch._utils._rebuild_tensor_v2 on arguments checked first (torch asserts on some, crashes on none)."""
+    sizes = (size, stride)
+    if not (isinstance(storage, torch.storage.TypedStorage) and type(offset) is int and offset >= 0
+            and all(isinstance(s, tuple) and all(type(n) is int and n >= 0 for n in s) for s in sizes)
+            and len(size) == len(stride) and isinstance(requires_grad, bool) and isinstance(hooks, (dict, type(None))) and not metadata):
+        raise CheckpointError("a tensor in the pickle has damaged storage, offset, size or stride")
+    return torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks or {})
+
+
+def _rebuild_parameter(data, requires_grad, hooks):
+    if not (isinstance(data, torch.Tensor) and isinstance(requires_grad, bool) and isinstance(hooks, dict)):
+        raise CheckpointError("a parameter in the pickle is damaged")
+    return torch._utils._rebuild_parameter(data, requires_grad, hooks)
 
 
 _PLAIN_MODULES = {
@@ -98,12 +147,12 @@ _ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _Dtype,
 }
 _ALLOWED.update({key: _plain_module(key[1]) for key in _PLAIN_MODULES})
 
@@ -124,6 +173,9 @@ class RestrictedUnpickler(pickle.Unpickler):
 def flat_state(record: ModuleRecord, prefix: str = "") -> dict[str, torch.Tensor]:
     """Parameters and buffers of a record tree as a state dict with dotted keys."""
     out = {}
+    for kind in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(record.state.get(kind) or {}, dict):
+            raise CheckpointError(f"{prefix or 'the generator'}: {kind} is not a dict")
     for kind in ("_parameters", "_buffers"):
         for name, value in (record.state.get(kind) or {}).items():
             if value is not None:
@@ -146,6 +198,8 @@ _IGNORED_KWARGS = {"num_fp16_res", "conv_clamp"}  # fp16 only changes rounding; 
 
 def config_from_kwargs(kwargs: dict, state: dict[str, torch.Tensor]) -> GeneratorConfig:
     """Our config from the original Generator's init kwargs (defaults as its signatures)."""
+    if not isinstance(kwargs, dict) or not isinstance(kwargs.get("mapping_kwargs") or {}, dict):
+        raise CheckpointError("the generator's init kwargs are not a dict of settings")
     kwargs = dict(kwargs)
     mapping = dict(kwargs.pop("mapping_kwargs", None) or {})
     if kwargs.pop("c_dim", 0):
@@ -154,45 +208,39 @@ def config_from_kwargs(kwargs: dict, state: dict[str, torch.Tensor]) -> Generato
     for key, default in _MAPPING_DEFAULTS.items():
         value = mapping.pop(key, default)
         if value != default and not (key == "layer_features" and value == kwargs.get("w_dim")):
-            raise CheckpointError(f"unsupported mapping setting {key}={value!r}")
+            raise CheckpointError(f"unsupported mapping setting {key}={value!r:.60}")
     if mapping:
-        raise CheckpointError(f"unsupported mapping settings: {', '.join(sorted(mapping))}")
+        raise CheckpointError(f"unsupported mapping settings: {', '.join(sorted(map(str, mapping)))}")
     for key in _IGNORED_KWARGS & set(kwargs):
         kwargs.pop(key)
-    rank = state["synthesis.b4.input.weight"].shape[-1] // 2 if "synthesis.b4.input.weight" in state else 8
+    input_weight = state.get("synthesis.b4.input.weight")  # (1, channels, 1, 2 * rank)
+    rank = input_weight.shape[-1] // 2 if input_weight is not None and input_weight.ndim else 8
     try:
-        cfg = GeneratorConfig(
-            z_dim=int(kwargs.pop("z_dim")),
-            w_dim=int(kwargs.pop("w_dim")),
-            img_resolution=int(kwargs.pop("img_resolution")),
-            img_channels=int(kwargs.pop("img_channels")),
-            mapping_layers=int(num_layers),
-            channel_base=int(kwargs.pop("channel_base", 32768)),
-            channel_max=int(kwargs.pop("channel_max", 512)),
-            biline_channels=int(kwargs.pop("biline_channels", 32)),
-            fc_clamp=kwargs.pop("fc_clamp", 256),
-            rank=int(rank),
-        )
+        values = dict(z_dim=kwargs.pop("z_dim"), w_dim=kwargs.pop("w_dim"),
+                      img_resolution=kwargs.pop("img_resolution"), img_channels=kwargs.pop("img_channels"),
+                      mapping_layers=num_layers, channel_base=kwargs.pop("channel_base", 32768),
+                      channel_max=kwargs.pop("channel_max", 512), biline_channels=kwargs.pop("biline_channels", 32),
+                      fc_clamp=kwargs.pop("fc_clamp", 256), rank=rank)
     except KeyError as exc:
         raise CheckpointError(f"the generator's init kwargs lack {exc}") from None
-    except ValueError as exc:
-        raise CheckpointError(f"unsupported generator: {exc}") from None
     if kwargs:
         raise CheckpointError(f"unsupported generator settings: {', '.join(sorted(map(str, kwargs)))}")
-    return cfg
+    return config_from_dict(values, "the generator's init kwargs")
 
 
 def load_original_pickle(path) -> Generator:
     """Our Generator from an original CREPS network pickle (G_ema preferred, else G)."""
     start = time.perf_counter()
     try:
+        # From memory, not the file: a damaged length field then meets the end of the data at
+        # once, where reading a file would first allocate (and zero) what the field claims.
         with open(path, "rb") as f:
-            data = RestrictedUnpickler(f).load()
+            data = RestrictedUnpickler(io.BytesIO(f.read())).load()
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, struct.error,
             KeyError, RuntimeError, OverflowError, MemoryError) as exc:
-        raise CheckpointError(f"{path}: not a readable CREPS pickle ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable CREPS pickle ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: the pickle holds a {type(data).__name__}, not a dict of networks")
     name = next((k for k in ("G_ema", "G") if isinstance(data.get(k), ModuleRecord)), None)

@@ -19,6 +19,12 @@ manifest.json (format_version 1):
   "verification": {...}        # free-form records of parity checks
 }
 Shapes list ints for fixed axes and names (`batch`, `height`, `width`, ...) for dynamic ones.
+
+Reading checks every model field's type and range, each graph's recorded IO against the
+stage contract (STAGE_IO, AXES) and the model section, and img_resolution against the
+blocks; a backend then checks the recorded IO against the graph file itself
+(`check_graph_file`). The manifest is the one file whose hash is not recorded, so these
+checks are what catches an edited one.
 """
 
 from __future__ import annotations
@@ -169,7 +175,8 @@ def validate_signature(key: str, entry: dict, model: dict, path) -> None:
         _require(isinstance(tensors, list) and all(isinstance(t, dict) for t in tensors), path,
                  f"graph {key}: {side} is not a list of tensors")
         got = [t.get("name") for t in tensors]
-        _require(len(got) == len(names) and set(got) == set(names), path,
+        named = all(isinstance(n, str) for n in got)  # set() of a dict name is a TypeError
+        _require(named and len(got) == len(names) and set(got) == set(names), path,
                  f"graph {key}: {side} {json.dumps(got)[:80]}, the {entry['stage']} stage has {', '.join(names)}")
         for tensor in tensors:
             name, shape, axes = tensor["name"], tensor.get("shape"), AXES[tensor["name"]]

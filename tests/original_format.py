@@ -111,9 +111,61 @@ class OriginalPickler(pickle._Pickler):
     dispatch[EasyDict] = lambda self, obj: self._save_newobj(obj, Global("dnnlib.util", "EasyDict"), dictitems=obj)
 
 
-def dumps(obj, numpy_major: int = 2, protocol: int = 4) -> bytes:
+class _TensorCollector(OriginalPickler):
+    """A first pass that only lists the tensors a pickle would hold, in order."""
+
+    def __init__(self, numpy_major: int, protocol: int):
+        super().__init__(io.BytesIO(), numpy_major, protocol)
+        self.tensors = []
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Tensor):
+            self.tensors.append(obj)
+            return tuple, ()
+        return super().reducer_override(obj)
+
+
+def one_storage_views(obj, numpy_major: int, protocol: int) -> dict[int, Call]:
+    """id(tensor) -> the call that rebuilds it as a view of one storage holding every tensor of obj."""
+    collector = _TensorCollector(numpy_major, protocol)
+    collector.dump(obj)
+    tensors = list({id(t): t for t in collector.tensors}.values())
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors])
+    blob = io.BytesIO()
+    # A typed storage in the legacy format: what torch's own tensor reducer pickles.
+    torch.save(flat._typed_storage(), blob, _use_new_zipfile_serialization=False)
+    storage = Call(Global("torch.storage", "_load_from_bytes"), (blob.getvalue(),))
+    views, offset = {}, 0
+    for t in tensors:
+        stride = tuple(int(np.prod(t.shape[i + 1:])) for i in range(t.dim()))
+        view = Call(Global("torch._utils", "_rebuild_tensor_v2"),
+                    (storage, offset, tuple(t.shape), stride, False, collections.OrderedDict()))
+        if isinstance(t, torch.nn.Parameter):
+            view = Call(Global("torch._utils", "_rebuild_parameter"), (view, t.requires_grad, collections.OrderedDict()))
+        views[id(t)] = view
+        offset += t.numel()
+    return views
+
+
+class _OneStoragePickler(OriginalPickler):
+    def __init__(self, file, views: dict[int, Call], numpy_major: int, protocol: int):
+        super().__init__(file, numpy_major, protocol)
+        self.views = views
+
+    def reducer_override(self, obj):
+        view = self.views.get(id(obj)) if isinstance(obj, torch.Tensor) else None
+        return super().reducer_override(view if view is not None else obj)
+
+
+def dumps(obj, numpy_major: int = 2, protocol: int = 4, one_storage: bool = False) -> bytes:
+    """The pickle of obj. With `one_storage`, every tensor is a view of one shared storage (one
+    blob instead of one per tensor, as when tensors share memory): the same opcodes and
+    globals as a real snapshot, read several times faster (what the fuzzer wants)."""
     buf = io.BytesIO()
-    OriginalPickler(buf, numpy_major, protocol).dump(obj)
+    if one_storage:
+        _OneStoragePickler(buf, one_storage_views(obj, numpy_major, protocol), numpy_major, protocol).dump(obj)
+    else:
+        OriginalPickler(buf, numpy_major, protocol).dump(obj)
     return buf.getvalue()
 
 
@@ -124,6 +176,22 @@ def hostile_tensor(payload, shape=(4,)) -> Call:
     stride = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
     return Call(Global("torch._utils", "_rebuild_tensor_v2"),
                 (blob, 0, tuple(shape), stride, False, collections.OrderedDict()))
+
+
+def payloads(marker) -> dict[str, Call]:
+    """Calls that, if a loader ever ran them, would create the file `marker` (or fail trying)."""
+    m = str(marker)
+    return {
+        "os.system": Call(Global("os", "system"), (f"touch {m}",)),
+        "posix.system": Call(Global("posix", "system"), (f"touch {m}",)),
+        "builtins.eval": Call(Global("builtins", "eval"), (f"open({m!r}, 'w').close()",)),
+        "builtins.exec": Call(Global("builtins", "exec"), (f"open({m!r}, 'w').close()",)),
+        "subprocess.Popen": Call(Global("subprocess", "Popen"), (["touch", m],)),
+        "subprocess.check_output": Call(Global("subprocess", "check_output"), (["touch", m],)),
+        "training.networks_creps.Backdoor": Call(Global("training.networks_creps", "Backdoor"), ()),
+        "builtins.open": Call(Global("builtins", "open"), (m, "w")),
+        "torch.load": Call(Global("torch", "load"), (m,)),
+    }
 
 
 # ---- our model -> the original's module tree --------------------------------------------

@@ -131,3 +131,35 @@ def test_header_length_with_a_pickle_like_first_byte(tmp_path, G):
             break
     assert path.read_bytes()[:1] == b"\x80"
     assert torch.equal(images(load_generator(path)), images(G))
+
+
+@pytest.mark.parametrize("field, value", [("z_dim", "32"), ("z_dim", True), ("w_dim", 2**40), ("rank", 0),
+                                          ("rank", 2.5), ("bandwidth", float("nan")), ("fc_clamp", "256")])
+def test_config_fields_are_typed(tmp_path, G, field, value):
+    """Found by the fuzzer: a string, bool or float size reached torch.randn as a TypeError traceback."""
+    path = tmp_path / "c.safetensors"
+    config = json.dumps({**G.cfg.to_dict(), field: value})
+    write(path, {"creps.format": "creps-checkpoint", "creps.version": "1", "creps.config": config},
+          {k: v.contiguous() for k, v in G.state_dict().items()})
+    with pytest.raises(CheckpointError, match=f"generator config {field} = .* must be"):
+        load_generator(path)
+
+
+def test_a_config_far_larger_than_its_tensors_allocates_nothing(tmp_path, G):
+    """z_dim = w_dim = 2**20 would be a 4 TiB mapping layer: refused before it is allocated."""
+    path = tmp_path / "big.safetensors"
+    config = json.dumps({**G.cfg.to_dict(), "z_dim": 2**20, "w_dim": 2**20})
+    write(path, {"creps.format": "creps-checkpoint", "creps.version": "1", "creps.config": config},
+          {k: v.contiguous() for k, v in G.state_dict().items()})
+    with pytest.raises(CheckpointError, match="describes a model far larger than the checkpoint"):
+        load_generator(path)
+
+
+def test_a_block_without_channels_is_refused(tmp_path, G):
+    """channel_base below img_resolution gave the last block 0 channels: a ZeroDivisionError traceback."""
+    path = tmp_path / "c.safetensors"
+    config = json.dumps({**G.cfg.to_dict(), "channel_base": G.cfg.img_resolution // 2})
+    write(path, {"creps.format": "creps-checkpoint", "creps.version": "1", "creps.config": config},
+          {k: v.contiguous() for k, v in G.state_dict().items()})
+    with pytest.raises(CheckpointError, match="non-positive size"):
+        load_generator(path)

@@ -66,20 +66,6 @@ def test_config_follows_init_kwargs(tmp_path):
 
 # ---- refusals: nothing a pickle carries may run --------------------------------------------
 
-def payloads(marker):
-    m = str(marker)
-    return {
-        "os.system": of.Call(of.Global("os", "system"), (f"touch {m}",)),
-        "posix.system": of.Call(of.Global("posix", "system"), (f"touch {m}",)),
-        "builtins.eval": of.Call(of.Global("builtins", "eval"), (f"open({m!r}, 'w').close()",)),
-        "builtins.exec": of.Call(of.Global("builtins", "exec"), (f"open({m!r}, 'w').close()",)),
-        "subprocess.Popen": of.Call(of.Global("subprocess", "Popen"), (["touch", m],)),
-        "subprocess.check_output": of.Call(of.Global("subprocess", "check_output"), (["touch", m],)),
-        "training.networks_creps.Backdoor": of.Call(of.Global("training.networks_creps", "Backdoor"), ()),
-        "torch.load": of.Call(of.Global("torch", "load"), (m,)),
-    }
-
-
 def wait_for(path, seconds=2.0):
     end = time.monotonic() + seconds
     while time.monotonic() < end and not path.exists():
@@ -91,7 +77,7 @@ def wait_for(path, seconds=2.0):
 def test_payloads_would_run_under_plain_pickle(tmp_path, name):
     """Control: these payloads really execute when a pickle is loaded the ordinary way."""
     marker = tmp_path / "ran"
-    pickle.loads(of.dumps(payloads(marker)[name]))
+    pickle.loads(of.dumps(of.payloads(marker)[name]))
     assert wait_for(marker)
 
 
@@ -99,15 +85,15 @@ def test_storage_payload_would_run_under_torch(tmp_path):
     """Control: torch's own _load_from_bytes runs a payload hidden in a storage blob."""
     marker = tmp_path / "ran"
     with pytest.raises(RuntimeError, match="magic number"):  # after the payload ran, torch finds no storage
-        pickle.loads(of.dumps(of.hostile_tensor(payloads(marker)["os.system"])))
+        pickle.loads(of.dumps(of.hostile_tensor(of.payloads(marker)["os.system"])))
     assert marker.exists()
 
 
-@pytest.mark.parametrize("name", list(payloads("m")))
+@pytest.mark.parametrize("name", list(of.payloads("m")))
 @pytest.mark.parametrize("where", ["top", "inside_state", "storage_blob"])
 def test_payload_is_refused_by_name_and_never_runs(tmp_path, G_ema, name, where):
     marker = tmp_path / "ran"
-    payload = payloads(marker)[name]
+    payload = of.payloads(marker)[name]
     data = of.snapshot(G_ema)
     mapping = data["G_ema"].state["_modules"]["mapping"]
     if where == "top":
@@ -138,7 +124,7 @@ def test_embedded_source_is_never_executed(tmp_path, G_ema):
 
 def test_refusal_through_the_cli_is_one_line(tmp_path, G_ema):
     marker = tmp_path / "ran"
-    data = of.snapshot(G_ema, evil=payloads(marker)["os.system"])
+    data = of.snapshot(G_ema, evil=of.payloads(marker)["os.system"])
     of.write_pickle(tmp_path / "evil.pkl", data)
     result = subprocess.run([sys.executable, "-c", "from creps.generate import main; main()", "--network",
                              str(tmp_path / "evil.pkl"), "--outdir", str(tmp_path / "out")],
@@ -222,3 +208,22 @@ def test_tensor_shapes_must_match_the_config(tmp_path, G_ema):
     of.write_pickle(tmp_path / "s.pkl", data)
     with pytest.raises(CheckpointError, match="shape"):
         load_generator(tmp_path / "s.pkl")
+
+
+# A numpy dtype as numpy pickles it (protocol 0): dtype('f8', False, True), then BUILD with its state.
+DTYPE = b"cnumpy\ndtype\n(Vf8\nI00\nI01\ntR(I3\nV<\nNNN%sI-1\nI0\ntb."
+
+
+def test_a_damaged_numpy_dtype_state_never_reaches_numpy():
+    """Found by the fuzzer: numpy's dtype.__setstate__ trusts its state; a damaged one crashed
+    the interpreter (a segfault, no error at all). The pickle now gets a record of name and order."""
+    import io
+
+    from creps.original import RestrictedUnpickler
+
+    good = RestrictedUnpickler(io.BytesIO(DTYPE % b"I8\n")).load()
+    assert good.resolve() == __import__("numpy").dtype("<f8")
+    damaged = RestrictedUnpickler(io.BytesIO(DTYPE % b"I-9\n")).load()  # an element size numpy would trust
+    assert damaged.resolve().itemsize == 8
+    with pytest.raises(CheckpointError, match="numpy dtype 'O'"):
+        RestrictedUnpickler(io.BytesIO(DTYPE.replace(b"Vf8", b"VO") % b"I8\n")).load()
