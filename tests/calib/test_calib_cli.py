@@ -13,8 +13,7 @@ from onnx import numpy_helper
 
 from creps.calib import bars, cli, fp16
 from creps.checkpoint import save_checkpoint
-from creps.export import export_bundle
-from creps.runtime.bundle import file_entry, read_bundle, write_manifest
+from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
 from tiny_models import random_generator
 
 SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13"]
@@ -81,10 +80,16 @@ def snapshot(folder):
 
 
 @pytest.fixture
-def bundle_and_checkpoint(tiny_G, tmp_path):
+def bundle_and_checkpoint(tiny_G, tiny_bundle, tmp_path):
+    """A copy of the tiny bundle that records its checkpoint as creps-export --network does."""
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(ckpt, tiny_G, tiny_G.cfg)
-    return export_bundle(tiny_G, tmp_path / "bundle", source=ckpt, verify=False), ckpt
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = read_bundle(bundle).manifest
+    manifest["source"] = {"file": ckpt.name, "sha256": sha256_file(ckpt)}
+    write_manifest(bundle, {k: v for k, v in manifest.items() if k not in ("format", "format_version")})
+    return bundle, ckpt
 
 
 def test_int8_below_the_bar_is_refused_and_kept_only_with_force(bundle_and_checkpoint, monkeypatch, capsys, caplog):
