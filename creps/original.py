@@ -20,6 +20,7 @@ import collections
 import io
 import logging
 import pickle
+import pickletools
 import re
 import struct
 import time
@@ -157,6 +158,16 @@ _ALLOWED = {
 _ALLOWED.update({key: _plain_module(key[1]) for key in _PLAIN_MODULES})
 
 
+def check_memo_indices(raw: bytes) -> None:
+    """Refuse a memo index past the data's length. The C unpickler grows its memo array to the
+    index a PUT names (LONG_BINPUT: up to 2**32), allocating and zeroing 8 bytes a slot, before
+    reading on: minutes for one damaged byte. A pickler numbers memo entries from 0, one per
+    memoized object, so a real index is always below the number of bytes."""
+    for op, arg, _ in pickletools.genops(raw):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > len(raw):
+            raise CheckpointError(f"a memo index {arg} in the pickle is past its end (a damaged file)")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try:
@@ -235,7 +246,9 @@ def load_original_pickle(path) -> Generator:
         # From memory, not the file: a damaged length field then meets the end of the data at
         # once, where reading a file would first allocate (and zero) what the field claims.
         with open(path, "rb") as f:
-            data = RestrictedUnpickler(io.BytesIO(f.read())).load()
+            raw = f.read()
+        check_memo_indices(raw)
+        data = RestrictedUnpickler(io.BytesIO(raw)).load()
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, struct.error,
