@@ -27,6 +27,7 @@ from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
 from creps.calib import Job, calibrate_bundle, emulate, int8  # noqa: E402
+from creps.calib.bars import PRECISION_BARS, shortfalls  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import StageRunner, compare, worst  # noqa: E402
 from creps.cli import run_command  # noqa: E402
@@ -38,7 +39,6 @@ from creps.runtime.bundle import read_bundle  # noqa: E402
 ANALYSIS_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 2048, 512))  # the panorama reaches coordinates -1.5..2.5
 ERROR_JOBS = (Job(0, 1.0, 512, 512), Job(1, 0.7, 512, 512))
 JETSON_BUDGET = 3 << 30  # an 8 GB Orin NX leaves us ~2-4 GB
-BAR = {"fp16_max_abs": 1e-2, "fp16_psnr_db": 45.0, "int8_psnr_db": 30.0}
 PROBE = 64  # rows/columns of the cross-checks (the stages are pointwise: a probe is exact where it looks)
 
 
@@ -101,10 +101,9 @@ def main() -> dict:
         "config": "GeneratorConfig() (published), random weights, image std 0.5",
         "psnr_definition": "10*log10(2.0**2 / MSE) on the float image, range [-1, 1]",
         "backend": "ONNX Runtime CPU",
-        "bar": BAR,
-        "fp16": {**report["fp16"], "meets_bar": fp16["max_abs"] <= BAR["fp16_max_abs"]
-                 and (fp16["psnr_db"] is None or fp16["psnr_db"] >= BAR["fp16_psnr_db"])},
-        "int8": {**report["int8"], "meets_target": int8["psnr_db"] is None or int8["psnr_db"] >= BAR["int8_psnr_db"]},
+        "bars": PRECISION_BARS,
+        "fp16": {**report["fp16"], "meets_bar": not shortfalls("fp16", fp16)},
+        "int8": {**report["int8"], "meets_bar": not shortfalls("int8", int8)},
         "cross_checks": checks,
         "analysis_jobs": report["jobs"], "error_jobs": report["error_jobs"],
         "trt_dry_run_2048x512_3GiB": {p: {"text": plan.describe(), **plan.to_dict()} for p, plan in plans.items()},

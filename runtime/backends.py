@@ -54,7 +54,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from creps.errors import BundleError, CrepsError
+from creps.errors import BundleError, CrepsError, install_hint
 from creps.runtime.bundle import STAGE_IO, Bundle, check_graph_file, graph_key
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def ort_provider(name: str):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise BackendUnavailable(f"{name}: onnxruntime is not installed (pip install 'creps[ort]')") from None
+        raise BackendUnavailable(f"{name}: onnxruntime is not installed ({install_hint('ort')})") from None
     provider = ORT_PROVIDERS[name]
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(
