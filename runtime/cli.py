@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -13,8 +12,6 @@ from creps.images import OUT_RULE, image_paths
 from creps.runtime.backends import BACKENDS
 from creps.runtime.generate import Runtime
 from creps.runtime.tiling import parse_memory
-
-log = logging.getLogger(__name__)
 
 
 def memory_option(ctx, param, value: str | None) -> int | None:
@@ -70,7 +67,7 @@ def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch,
         runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
         with creating_folder(folder):
             runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
-    log.info("wrote %s", out)
+    click.echo(f"wrote {paths[0] if len(paths) == 1 else f'{len(paths)} images into {folder}'}")
 
 
 main = entry_point(cli)

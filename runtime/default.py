@@ -11,6 +11,9 @@ Only a folder with a manifest counts: the exporter writes it atomically (as
 `.default-<hash>.<random>.partial` until complete), one process at a time exports
 (a lock on the cache folder), and that process first removes what a killed export left.
 An interrupted first run passes the signal on to the exporter and waits for it to clean up.
+The cache is ours, not the user's: a cached bundle that no longer reads (files changed or
+damaged, a manifest of an older format) is exported again, with a warning, rather than
+refused with advice about a bundle the user never made.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from creps.errors import CrepsError, install_hint
+from creps.errors import BundleError, CrepsError, install_hint
 from creps.extras import missing
 from creps.files import remove_leftovers
-from creps.runtime.bundle import MANIFEST, sha256_file
+from creps.runtime.bundle import MANIFEST, read_bundle, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def default_bundle() -> Path:
     if not checkpoint.is_file():
         raise CrepsError(f"no --bundle given and this install has no default model ({checkpoint}); pass --bundle DIR")
     bundle = cache_root() / f"default-{sha256_file(checkpoint)[:16]}"
-    if (bundle / MANIFEST).is_file():
+    if usable(bundle):
         return bundle
     absent = missing("export")
     if absent:
@@ -54,11 +57,26 @@ def default_bundle() -> Path:
             f"{', '.join(absent)} ({install_hint('export')}), or pass --bundle DIR"
         )
     with export_lock(bundle.parent):
-        if not (bundle / MANIFEST).is_file():  # or another process exported it while this one waited
+        if not usable(bundle):  # or another process exported it while this one waited
             remove_leftovers(bundle)
-            log.warning("first run: exporting the default model into %s (once)", bundle)
+            if (bundle / MANIFEST).is_file():
+                log.warning("the cached default bundle %s is damaged or stale; exporting it again", bundle)
+            else:
+                log.warning("first run: exporting the default model into %s (once)", bundle)
             export(checkpoint, bundle)
     return bundle
+
+
+def usable(bundle: Path) -> bool:
+    """Whether the cached bundle reads and every file matches its manifest."""
+    if not (bundle / MANIFEST).is_file():
+        return False
+    try:
+        read_bundle(bundle)
+    except BundleError as exc:
+        log.info("cached default bundle refused: %s", exc)
+        return False
+    return True
 
 
 @contextlib.contextmanager

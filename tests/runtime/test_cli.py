@@ -178,3 +178,35 @@ def test_default_model_is_exported_on_first_use(monkeypatch, capsys, tiny_genera
     assert bundle.parent == tmp_path / "cache" / "creps" / "bundles"
     want = Runtime(bundle, backend="ort-cpu").generate(3, (24, 12))[0]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png")), want)
+
+
+def test_a_damaged_cached_default_bundle_is_exported_again(monkeypatch, capsys, caplog, tiny_bundle, runtime, tmp_path):
+    checkpoint = tmp_path / "network.safetensors"
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setattr(default_model, "default_checkpoint", lambda: checkpoint)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = default_model.cache_root() / f"default-{default_model.sha256_file(checkpoint)[:16]}"
+    shutil.copytree(tiny_bundle, cached)
+    with open(cached / "pixels.onnx", "ab") as graph:
+        graph.write(b"\0")  # no longer its manifest's sha256
+    exports = []
+
+    def export(source, bundle):  # stands in for the creps-export subprocess: the real bundle again
+        exports.append(bundle)
+        shutil.rmtree(bundle)
+        shutil.copytree(tiny_bundle, bundle)
+
+    monkeypatch.setattr(default_model, "export", export)
+    code, err = run(monkeypatch, capsys, "--size", "20x10", "--out", tmp_path / "x.png")
+    assert code == 0, err
+    assert exports == [cached] and "damaged or stale; exporting it again" in caplog.text
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png")), runtime.generate(0, (20, 10))[0])
+    code, err = run(monkeypatch, capsys, "--size", "20x10", "--out", tmp_path / "y.png")
+    assert code == 0 and exports == [cached]  # now usable: no second export
+
+
+def test_says_where_it_wrote(monkeypatch, capsys, tiny_bundle, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["creps-run", "--bundle", str(tiny_bundle), "--seeds", "1,2", "--size", "8x8",
+                                      "--out", str(tmp_path / "many") + "/"])
+    main()  # returns on success
+    assert capsys.readouterr().out.strip() == f"wrote 2 images into {tmp_path / 'many'}"
