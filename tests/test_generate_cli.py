@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from PIL import Image
 
 import creps.generate as generate
 from creps import load_generator, save_checkpoint
-from creps.cli import run_command
+from in_process import in_process
 from tiny_models import TINY, random_generator
 
 
@@ -25,14 +24,7 @@ def ckpt(tmp_path_factory):
 
 def run(monkeypatch, capsys, *args):
     """Run the command in-process through the same boundary as the console script."""
-    monkeypatch.setattr(sys, "argv", ["creps-generate", *map(str, args)])
-    code = 0
-    try:
-        run_command(generate.cli)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return in_process(monkeypatch, capsys, generate.cli, "creps-generate", *args)
 
 
 def expected_pixels(G, seed, psi=1.0, **kwargs):

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from creps.calib import bars, cli, fp16
 from creps.checkpoint import save_checkpoint
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
+from in_process import in_process
 from tiny_models import random_generator
 
 SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13"]
@@ -66,13 +67,8 @@ def test_int8_on_folded_graphs_without_checkpoint_says_what_to_pass(tiny_bundle,
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str]:
     """creps-calib in this process (so a test can move a bar); (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["creps-calib", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _, err = in_process(monkeypatch, capsys, cli.cli, "creps-calib", *args)
+    return code, err
 
 
 def snapshot(folder):

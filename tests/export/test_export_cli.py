@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
 
@@ -12,17 +11,11 @@ from creps.export import cli, writer
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
 
 from export_support import copy_stage_from
+from in_process import in_process
 
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["creps-export", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return in_process(monkeypatch, capsys, cli.cli, "creps-export", *args)
 
 
 def test_help_has_an_example(monkeypatch, capsys):

@@ -14,18 +14,14 @@ from PIL import Image
 from creps.runtime import Runtime
 from creps.runtime import default as default_model
 from creps.runtime.backends import OrtBackend
-from creps.runtime.cli import main
+from creps.runtime.cli import cli, main
+from in_process import in_process
 
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str]:
     """Run creps-run in this process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["creps-run", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _, err = in_process(monkeypatch, capsys, cli, "creps-run", *args)
+    return code, err
 
 
 @pytest.fixture
@@ -152,13 +148,19 @@ def test_default_model_needs_the_exporter_once(monkeypatch, capsys, tmp_path):
     assert code == 1 and "needs torch" in err and str(tmp_path / "cache") in err
 
 
-def test_default_model_uses_the_cached_bundle(monkeypatch, capsys, tiny_bundle, runtime, tmp_path):
+def cache_the_default(monkeypatch, bundle, tmp_path):
+    """A stand-in default checkpoint whose cached bundle is a copy of `bundle`; the cache folder."""
     checkpoint = tmp_path / "network.safetensors"
     checkpoint.write_bytes(b"weights")
     monkeypatch.setattr(default_model, "default_checkpoint", lambda: checkpoint)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cached = default_model.cache_root() / f"default-{default_model.sha256_file(checkpoint)[:16]}"
-    shutil.copytree(tiny_bundle, cached)
+    shutil.copytree(bundle, cached)
+    return cached
+
+
+def test_default_model_uses_the_cached_bundle(monkeypatch, capsys, tiny_bundle, runtime, tmp_path):
+    cache_the_default(monkeypatch, tiny_bundle, tmp_path)
     code, err = run(monkeypatch, capsys, "--size", "20x10", "--out", tmp_path / "x.png")
     assert code == 0, err
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.png")), runtime.generate(0, (20, 10))[0])
@@ -181,12 +183,7 @@ def test_default_model_is_exported_on_first_use(monkeypatch, capsys, tiny_genera
 
 
 def test_a_damaged_cached_default_bundle_is_exported_again(monkeypatch, capsys, caplog, tiny_bundle, runtime, tmp_path):
-    checkpoint = tmp_path / "network.safetensors"
-    checkpoint.write_bytes(b"weights")
-    monkeypatch.setattr(default_model, "default_checkpoint", lambda: checkpoint)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    cached = default_model.cache_root() / f"default-{default_model.sha256_file(checkpoint)[:16]}"
-    shutil.copytree(tiny_bundle, cached)
+    cached = cache_the_default(monkeypatch, tiny_bundle, tmp_path)
     with open(cached / "pixels.onnx", "ab") as graph:
         graph.write(b"\0")  # no longer its manifest's sha256
     exports = []

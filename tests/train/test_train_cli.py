@@ -12,24 +12,20 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from creps.cli import Interrupted, run_command
+from creps.cli import Interrupted
 from creps.generate import DEFAULT_NETWORK
 from creps.train import loop
 from creps.train.cli import cli
 from creps.train.snapshot import newest_snapshot, snapshot_nimg
+from in_process import in_process
 
 TINY = ["--resolution", "16", "--batch", "4", "--gamma", "1", "--cbase", "256", "--cmax", "16", "--map-depth", "2",
         "--z-dim", "16", "--tick-kimg", "0.004", "--seed", "1"]
 
 
 def run_cli(monkeypatch, capsys, args):
-    monkeypatch.setattr(sys, "argv", ["creps-train", *args])
-    try:
-        run_command(cli)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
+    code, _, err = in_process(monkeypatch, capsys, cli, "creps-train", *args)
+    return code, err
 
 
 def base_args(image_folder, tmp_path, outdir="run"):
