@@ -56,7 +56,8 @@ def in_subprocess(job: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@benchmark("batch", __doc__, takes="about 20 s on a quiet 2-core machine (the first run exports the default model)")
+@benchmark("batch", __doc__, takes="about 1 min on 2 cores (three cases of about 20 CPU seconds; a first run also "
+                             "exports the default model, about 3 min)")
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False), default=None,
               help="Bundle folder [default: the bundled default model, exported once as creps-run does].")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,

@@ -36,10 +36,12 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def interrupts_raise():
+def interrupts_raise(received: list[int] | None = None):
     """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
     ones are ignored, so a second Ctrl-C cannot cut the cleanup short. Signals a parent left
-    ignored (a shell's background job ignores SIGINT) stay ignored."""
+    ignored (a shell's background job ignores SIGINT) stay ignored. The signal's number is
+    appended to `received`, so a caller knows of it even when a library turned the
+    Interrupted into an error of its own (torch.export wraps what its tracing raises)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -49,6 +51,8 @@ def interrupts_raise():
         nonlocal raised
         if not raised:
             raised = True
+            if received is not None:
+                received.append(signum)
             raise Interrupted(signum)
 
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
@@ -109,28 +113,36 @@ def run_command(command: click.Command, quiet_interrupt: bool = False) -> None:
     (130, 143). `quiet_interrupt`: a child command whose parent says `interrupted` itself.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    interrupted = None
+    received: list[int] = []
     try:
-        with interrupts_raise():
+        with interrupts_raise(received):
             command.main(standalone_mode=False)
-    except Interrupted as exc:
-        interrupted = exc.signum
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        fail("aborted")
-    except click.ClickException as exc:
-        fail(exc.format_message().replace("\n", " "))
-    except CrepsError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
-    except MemoryError:
-        fail("out of memory: use a smaller size, --tile or --max-memory")
-    if interrupted is not None:  # out here, the interrupted frames are gone: their progress bars closed first
+    except BaseException as exc:
+        if not received:  # after a signal, whatever came out of the command is its consequence
+            report(exc)
+    if received:  # out here, the interrupted frames are gone: their progress bars closed first
         if not quiet_interrupt:
             click.echo("interrupted", err=True)
-        sys.exit(128 + interrupted)
+        sys.exit(128 + received[0])
+
+
+def report(exc: BaseException) -> None:
+    """End the process for what a command raised: one line and EXIT_ERROR for the errors a
+    user can act on, click's exit code for --help/--version; anything else is a bug and
+    propagates with its traceback."""
+    if isinstance(exc, click.exceptions.Exit):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, click.exceptions.Abort):
+        fail("aborted")
+    if isinstance(exc, click.ClickException):
+        fail(exc.format_message().replace("\n", " "))
+    if isinstance(exc, CrepsError):
+        fail(str(exc))
+    if isinstance(exc, OSError):
+        fail(f"{exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}")
+    if isinstance(exc, MemoryError):
+        fail("out of memory: use a smaller size, --tile or --max-memory")
+    raise exc
 
 
 def entry_point(command: click.Command):

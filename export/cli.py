@@ -12,11 +12,9 @@ from pathlib import Path
 import click
 
 from creps.cli import SIZE, command, entry_point
-from creps.errors import CrepsError
 from creps.export.signature import MIN_OPSET
 from creps.export.trt import HARDWARE_LEVELS
 from creps.extras import require
-from creps.files import creating_folder
 from creps.runtime.cli import memory_option
 
 
@@ -115,9 +113,8 @@ def cli(network, out, with_onnx, fused, opset, verify, force, fp16, int8, trt, s
     if with_onnx:
         from creps.export.writer import export_bundle
 
-        with creating_folder(out.parent):  # failed or interrupted: no empty folder left for the bundle
-            out = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
-                                progress=True)
+        out = export_bundle(G, out, source=network, opset=opset, fused=fused, verify=verify, force=force,
+                            progress=True)
         click.echo(f"wrote {out}")
     if fp16 or int8 or trt:
         from creps.export.trt import precision_and_engines

@@ -61,10 +61,13 @@ def source_section(source) -> dict:
 
 
 def check_writable(out: Path) -> None:
-    """Fail now, not after minutes of export, when `out` cannot be created."""
+    """Fail now, not after minutes of export, when `out` cannot be created. Creates nothing:
+    the atomic write makes the missing folders, and removes them again if it fails."""
+    existing = next(p for p in out.parents if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise ExportError(f"cannot write the bundle {out}: {existing} is a file, not a folder")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".probe", dir=out.parent):
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".probe", dir=existing):
             pass
     except OSError as exc:
         raise ExportError(f"cannot write the bundle {out}: {exc.strerror or exc}") from None

@@ -74,3 +74,20 @@ def test_an_ignored_signal_stays_ignored(monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert capsys.readouterr().out == "done\n"
+
+
+def test_a_signal_a_library_turned_into_its_own_error_is_still_an_interrupt(monkeypatch, capsys):
+    """torch.export wraps whatever its tracing raises, our Interrupted included, in an error of its own."""
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+
+    @command()
+    def cli():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+        except BaseException as exc:
+            raise RuntimeError("Failed to export the model with torch.export") from exc
+
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
