@@ -36,12 +36,14 @@ class Interrupted(BaseException):
 
 
 @contextlib.contextmanager
-def interrupts_raise(received: list[int] | None = None):
+def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
     ones are ignored, so a second Ctrl-C cannot cut the cleanup short. Signals a parent left
     ignored (a shell's background job ignores SIGINT) stay ignored. The signal's number is
     appended to `received`, so a caller knows of it even when a library turned the
-    Interrupted into an error of its own (torch.export wraps what its tracing raises)."""
+    Interrupted into an error of its own (torch.export wraps what its tracing raises).
+    On the way out the previous handlers come back, or with `restore=False` (a process that
+    ends with the command) signals are ignored from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -63,7 +65,7 @@ def interrupts_raise(received: list[int] | None = None):
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, old)
+            signal.signal(signum, old if restore else signal.SIG_IGN)
 
 
 def command(**settings):
@@ -106,16 +108,19 @@ def fail(message: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
-def run_command(command: click.Command, quiet_interrupt: bool = False) -> None:
+def run_command(command: click.Command, quiet_interrupt: bool = False, restore_handlers: bool = True) -> None:
     """Run a click command with creps' error boundary: one line, non-zero exit, no traceback.
 
     SIGINT and SIGTERM alike: temporaries removed, `interrupted`, exit 128 + the signal
     (130, 143). `quiet_interrupt`: a child command whose parent says `interrupted` itself.
+    `restore_handlers=False` (a console script, whose process ends with the command): a
+    signal that comes once the work is done is ignored, rather than killing the process
+    while it shuts down (exit 0: the outputs are complete).
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     received: list[int] = []
     try:
-        with interrupts_raise(received):
+        with interrupts_raise(received, restore=restore_handlers):
             command.main(standalone_mode=False)
     except BaseException as exc:
         if not received:  # after a signal, whatever came out of the command is its consequence
@@ -147,4 +152,4 @@ def report(exc: BaseException) -> None:
 
 def entry_point(command: click.Command):
     """`main = entry_point(cli)`: the console-script function for a click command."""
-    return functools.partial(run_command, command)
+    return functools.partial(run_command, command, restore_handlers=False)

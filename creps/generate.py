@@ -93,7 +93,7 @@ def cli(network, seeds, size, psi, cutoff, window, fit, outdir, device):
     ys, xs = torch.from_numpy(ys_np).to(torch_device), torch.from_numpy(xs_np).to(torch_device)
     log.info("%d image(s) of %dx%d into %s", len(seeds), width, height, outdir)
     with creating_folder(folder):
-        for seed, path in zip(seeds, tqdm(paths, unit="image", desc="creps-generate")):
+        for seed, path in tqdm(list(zip(seeds, paths)), unit="image", desc="creps-generate"):
             z = torch.from_numpy(grid.seed_to_z(seed, G.z_dim)).to(torch_device)
             save_image(render(G, z, psi, cutoff, ys, xs, seed), path)
 

@@ -96,7 +96,7 @@ def export_lock(folder: Path):
 def export(checkpoint: Path, bundle: Path) -> None:
     """Run creps-export on `checkpoint` into `bundle` (replacing a folder without a manifest)."""
     command = [sys.executable, "-c", "from creps.cli import run_command; from creps.export.cli import cli; "
-               "run_command(cli, quiet_interrupt=True)",
+               "run_command(cli, quiet_interrupt=True, restore_handlers=False)",
                "--network", str(checkpoint), "--out", str(bundle), "--onnx", "--force"]
     # A session of its own: a terminal's Ctrl-C reaches this process only, which passes it on
     # once as SIGTERM; the exporter removes its temporaries and leaves `interrupted` to us.

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from creps.cli import command, run_command
+from creps.cli import command, entry_point, run_command
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -91,3 +91,22 @@ def test_a_signal_a_library_turned_into_its_own_error_is_still_an_interrupt(monk
     with pytest.raises(SystemExit) as exit:
         run_command(cli)
     assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch, capsys):
+    """Restored default handlers would let a late SIGTERM kill the process while it shuts down (exit -15)."""
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @command()
+    def cli():
+        click.echo("done")
+
+    try:
+        entry_point(cli)()  # returns: the command succeeded
+        assert {s: signal.getsignal(s) for s in before} == {s: signal.SIG_IGN for s in before}
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored, as it is until the process exits
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert capsys.readouterr().out == "done\n"
