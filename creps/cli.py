@@ -122,6 +122,8 @@ def run_command(command: click.Command, quiet_interrupt: bool = False, restore_h
     try:
         with interrupts_raise(received, restore=restore_handlers):
             command.main(standalone_mode=False)
+    except Interrupted as exc:
+        received[:] = received or [exc.signum]
     except BaseException as exc:
         if not received:  # after a signal, whatever came out of the command is its consequence
             report(exc)

@@ -49,6 +49,8 @@ def default_bundle() -> Path:
         raise CrepsError(f"no --bundle given and this install has no default model ({checkpoint}); pass --bundle DIR")
     bundle = cache_root() / f"default-{sha256_file(checkpoint)[:16]}"
     if usable(bundle):
+        with export_lock(bundle.parent):  # a killed export's temporaries go, once none is running
+            remove_leftovers(bundle)
         return bundle
     absent = missing("export")
     if absent:
