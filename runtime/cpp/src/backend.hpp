@@ -10,7 +10,13 @@
 #include <vector>
 #include <nlohmann/json.hpp>
 
+#include "creps/runtime.hpp"
+
 namespace creps::detail {
+
+// A backend cannot run here (library, provider, GPU or engine missing or mismatched): "auto" falls back
+// to the next backend on it, as the Python runtime does on BackendUnavailable.
+class BackendUnavailable : public Error { public: using Error::Error; };
 
 // A float32 C-order host tensor the caller owns. Inputs and outputs are listed in the manifest's
 // "stages" order for that stage; the caller allocates the outputs with the shapes the stage contract gives.
