@@ -45,10 +45,17 @@ public:
     virtual std::string name() const = 0;                              // "ort-cpu", "ort-cuda", "tensorrt"
     virtual void run(const std::string& stage, const Call& call) = 0;  // throws creps::Error
     // Runs calls in order: produce() gives the next call (nullopt when done); consume() gets each finished
-    // call, in order, before its buffers are reused. Default: run() each in turn. TensorRT overrides it to
+    // call, in order; a call's buffers stay valid until it is consumed (produce() never reuses them before), so
+    // a backend may produce several calls ahead. Default: run() each in turn. TensorRT overrides it to
     // double-buffer (upload of call i+1 overlaps the download of call i).
     virtual void run_stream(const std::string& stage, const std::function<std::optional<Call>()>& produce,
                             const std::function<void(const Call&)>& consume);
+    // How many run() calls of a stage the runtime may make at once, from as many threads (1: one at a time,
+    // through run_stream). ONNX Runtime on the CPU: one per thread, each call on one core.
+    virtual int parallel(const std::string& stage) const {
+        (void)stage;
+        return 1;
+    }
     // The range a dynamic axis of an input accepts on this backend (TensorRT: the engine's profile);
     // nullopt: any size.
     virtual std::optional<AxisRange> axis_range(const std::string& stage, const std::string& input,
@@ -58,6 +65,8 @@ public:
     }
 };
 
+// Backends throw creps::BackendUnavailable (runtime.hpp) when they cannot run on this machine ("auto" then
+// tries the next), creps::BundleError for a graph or engine that does not match the bundle, creps::Error else.
 // device: "cpu" or "cuda"; threads: 0 lets ONNX Runtime choose (all cores).
 std::unique_ptr<Backend> make_ort_backend(const BundleRef& bundle, const std::string& device, int threads);
 #ifdef CREPS_WITH_TENSORRT

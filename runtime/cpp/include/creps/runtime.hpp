@@ -13,6 +13,11 @@ namespace creps {
 
 // Every failure is a creps::Error with one line of text, the same text the Python runtime gives.
 class Error : public std::runtime_error { public: using std::runtime_error::runtime_error; };
+// The kinds of failure, as the Python runtime's (creps.errors): a bad or altered bundle; a backend that cannot
+// run here (library, provider, GPU or engine missing); a graph that gave NaN or Inf.
+class BundleError : public Error { public: using Error::Error; };
+class BackendUnavailable : public Error { public: using Error::Error; };
+class NonFiniteError : public Error { public: using Error::Error; };
 
 struct Size { int width = 0, height = 0; };                 // 0x0: the model's training resolution
 struct Window { double x0, y0, x1, y1; };                   // the region of the training canvas to render
