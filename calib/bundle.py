@@ -1,6 +1,6 @@
 """Add FP16 and INT8 graphs to a bundle, with their predicted / measured error in the manifest.
 
-Graph keys follow `creps.runtime.bundle.graph_key`: `lines.fp16`, `pixels.fp16`,
+Graph keys follow `creps.runtime.stages.graph_key`: `lines.fp16`, `pixels.fp16`,
 `lines.int8`, `pixels.int8`. All graphs are judged against the precision bars
 (calib/bars.py) before any is written; each graph file is written atomically, then the
 manifest, so a refusal or an interrupted run leaves the bundle as it was (at most an
@@ -22,11 +22,11 @@ from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
 from creps.errors import BundleError, CrepsError
 from creps.export.signature import io_signature
 from creps.files import atomic_path
-from creps.runtime.bundle import file_entry, graph_key, read_bundle, sha256_file, write_manifest
+from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
+from creps.runtime.stages import RUN_STAGES, graph_key
 
 log = logging.getLogger(__name__)
 
-STAGES = ("mapping", "lines", "pixels")
 FINITE_PROBE = 16  # rows and columns per job of the up-front check that the FP32 graphs give finite images
 
 
@@ -44,7 +44,7 @@ def check_source(bundle, checkpoint: str | os.PathLike | None) -> None:
 
 
 def load_models(bundle) -> dict[str, onnx.ModelProto]:
-    return {stage: onnx.load(bundle.graph_path(stage)) for stage in STAGES}
+    return {stage: onnx.load(bundle.graph_path(stage)) for stage in RUN_STAGES}
 
 
 def activation_form_models(bundle, G) -> dict[str, onnx.ModelProto]:
@@ -117,8 +117,7 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
     models = load_models(bundle)
     activation = activation_form_models(bundle, G) if int8_graphs else None
     check_fp32_finite(bundle, models, jobs)
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("format", "format_version")}
-    manifest["graphs"] = dict(manifest["graphs"])
+    manifest = {**bundle.manifest, "graphs": dict(bundle.manifest["graphs"])}
     report = {"jobs": [j.to_dict() for j in jobs], "error_jobs": [j.to_dict() for j in error_jobs],
               "bars": {p: PRECISION_BARS[p] for p, wanted in (("fp16", fp16_graphs), ("int8", int8_graphs)) if wanted}}
     graphs = []  # (stage, precision, model, manifest fields), written once all are judged

@@ -23,7 +23,8 @@ from creps.export.graphs import CLEANUP, MIN_OPSET, export_stage, io_signature
 from creps.export.verify import verify_bundle
 from creps.files import atomic_path
 from creps.model import Generator
-from creps.runtime.bundle import file_entry, graph_key, sha256_file, write_manifest
+from creps.runtime.bundle import file_entry, sha256_file, write_manifest
+from creps.runtime.stages import RUN_STAGES, graph_key
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def export_bundle(G: Generator, out_dir, *, source=None, opset: int = 18, fused:
         raise ExportError(f"{out} {what}; choose another --out" + (" or pass --force" if out.is_dir() else ""))
     check_writable(out)
     truncation_cutoff = None  # the model truncates all ws (the original's default)
-    stages = ("mapping", "lines", "pixels") + (("generator",) if fused else ())
+    stages = RUN_STAGES + (("generator",) if fused else ())
     manifest = {"exporter": exporter_section(), "source": source_section(source),
                 "model": model_section(G, truncation_cutoff), "graphs": {}}
     with atomic_path(out, directory=True) as tmp:

@@ -55,11 +55,11 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from creps.errors import BundleError, CrepsError, install_hint
-from creps.runtime.bundle import STAGE_IO, Bundle, check_graph_file, graph_key
+from creps.runtime.bundle import Bundle, check_graph_file
+from creps.runtime.stages import CONTRACT, RUN_STAGES, graph_key
 
 log = logging.getLogger(__name__)
 
-RUN_STAGES = ("mapping", "lines", "pixels")
 BACKENDS = ("auto", "ort-cpu", "ort-cuda", "tensorrt")
 ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider"}
 
@@ -105,7 +105,7 @@ def available_cores() -> int:
 
 def check_io(bundle: Bundle, stage: str, inputs: list[str], outputs: list[str]) -> None:
     """Refuse a graph whose IO names are not the stage contract's."""
-    want_in, want_out = STAGE_IO[stage]
+    want_in, want_out = CONTRACT[stage].input_names, CONTRACT[stage].output_names
     if sorted(inputs) != sorted(want_in) or sorted(outputs) != sorted(want_out):
         raise BundleError(
             f"{bundle.path}: {stage} graph has inputs {inputs} and outputs {outputs}, "

@@ -4,9 +4,9 @@ This module is the single definition of the format (schema, reading, validation,
 writing); the exporter writes bundles through it and the runtime reads them through it.
 It needs the standard library only (no numpy, no torch), so any device can read a bundle.
 
-manifest.json (format_version 1):
+manifest.json (format_version 2):
 {
-  "format": "creps-bundle", "format_version": 1,
+  "format": "creps-bundle", "format_version": 2,
   "exporter": {"name": "creps", "version": "0.1.0", ...},
   "source": {"file": "network.safetensors", "sha256": "..."},
   "model": {"z_dim", "w_dim", "num_ws", "num_blocks", "blocks": [8, 16, ...], "rank",
@@ -16,15 +16,27 @@ manifest.json (format_version 1):
              "inputs": [{"name", "dtype", "shape"}], "outputs": [...], ...}},
   "engines": {"<name>": {"graph", "file", "sha256", "precision", "profiles",
               "tensorrt_version", "gpu_name", "compute_capability", ...}},
-  "verification": {...}        # free-form records of parity checks
+  "verification": {...},       # free-form records of parity checks
+  "stages": {"<stage>": {"inputs": [{"name", "dtype", "axes"}], "outputs": [...]}}
 }
-Shapes list ints for fixed axes and names (`batch`, `height`, `width`, ...) for dynamic ones.
+Graph shapes list ints for fixed axes and names (`batch`, `height`, `width`) for dynamic ones.
+
+"stages" is the stage contract (`creps.runtime.stages.to_manifest()`), recorded so that a
+runtime in another language reads it instead of restating it: for each stage (mapping,
+lines, pixels, generator) its inputs and outputs as lists in call order, each tensor's
+dtype (float32) and axes. An axis is a model field name (fixed at manifest["model"][field]),
+an int (fixed at that size) or a dynamic axis name: "batch", "height" or "width". An
+output's size on a dynamic axis is that of the call's inputs carrying the same name (batch
+from z or ws, height from ys or cols, width from xs or rows).
+
+Format version 1 is version 2 without "stages" (the built-in contract applies); this creps
+reads both and writes 2. A recorded "stages" must equal this creps's contract.
 
 Reading checks every model field's type and range, each graph's recorded IO against the
-stage contract (STAGE_IO, AXES) and the model section, and img_resolution against the
-blocks; a backend then checks the recorded IO against the graph file itself
-(`check_graph_file`). The manifest is the one file whose hash is not recorded, so these
-checks are what catches an edited one.
+stage contract and the model section, and img_resolution against the blocks; a backend
+then checks the recorded IO against the graph file itself (`check_graph_file`). The
+manifest is the one file whose hash is not recorded, so these checks are what catches an
+edited one.
 """
 
 from __future__ import annotations
@@ -37,37 +49,19 @@ from pathlib import Path
 
 from creps.errors import BundleError
 from creps.files import atomic_path
+from creps.runtime import stages
+from creps.runtime.stages import CONTRACT, DYNAMIC, IO_DTYPE, STAGES, graph_key
 
 FORMAT = "creps-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what this creps writes
+READS = (1, 2)  # 1: no "stages" section, the built-in contract applies
 MANIFEST = "manifest.json"
-STAGES = ("mapping", "lines", "pixels", "generator")
 PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_FIELDS = ("z_dim", "w_dim", "num_ws", "num_blocks", "blocks", "rank", "biline_channels", "img_resolution",
                 "img_channels", "mapping_layers", "channel_base", "channel_max", "truncation_cutoff")
 # The largest size a manifest may state: the C runtime and TensorRT's shape ranges hold an int32,
 # and no model comes near it; a bigger number is damage, not a model.
 MAX_SIZE = 2**31 - 1
-# The stage contract (DESIGN's stage table): each stage's inputs and outputs, and each tensor's
-# axes: a model field for a fixed axis, the literal size, or a dynamic axis's meaning.
-STAGE_IO = {
-    "mapping": (("z", "psi"), ("ws",)),
-    "lines": (("ws", "ys", "xs"), ("cols", "rows")),
-    "pixels": (("ws", "cols", "rows"), ("img",)),
-    "generator": (("z", "psi", "ys", "xs"), ("img",)),
-}
-DYNAMIC = ("batch", "height", "width")
-AXES = {
-    "z": ("batch", "z_dim"),
-    "psi": (1,),
-    "ws": ("batch", "num_ws", "w_dim"),
-    "ys": ("height",),
-    "xs": ("width",),
-    "cols": ("batch", "num_blocks", "biline_channels", "height", "rank"),
-    "rows": ("batch", "num_blocks", "biline_channels", "width", "rank"),
-    "img": ("batch", "img_channels", "height", "width"),
-}
-IO_DTYPE = "float32"  # every backend feeds and returns float32 host arrays
 EDITED = "restore manifest.json or re-export the bundle"
 
 
@@ -77,10 +71,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def graph_key(stage: str, precision: str = "fp32") -> str:
-    return stage if precision == "fp32" else f"{stage}.{precision}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +160,9 @@ def _shape_text(shape) -> str:
 def validate_signature(key: str, entry: dict, model: dict, path) -> None:
     """A graph entry's recorded IO (names, dtypes, ranks, fixed sizes) against its stage's
     contract and the model section: the manifest is not hashed, so an edited field shows here."""
-    for side, names in zip(("inputs", "outputs"), STAGE_IO[entry["stage"]]):
+    contract = CONTRACT[entry["stage"]]
+    for side, names, specs in (("inputs", contract.input_names, contract.inputs),
+                               ("outputs", contract.output_names, contract.outputs)):
         tensors = entry.get(side)
         _require(isinstance(tensors, list) and all(isinstance(t, dict) for t in tensors), path,
                  f"graph {key}: {side} is not a list of tensors")
@@ -178,8 +170,9 @@ def validate_signature(key: str, entry: dict, model: dict, path) -> None:
         named = all(isinstance(n, str) for n in got)  # set() of a dict name is a TypeError
         _require(named and len(got) == len(names) and set(got) == set(names), path,
                  f"graph {key}: {side} {json.dumps(got)[:80]}, the {entry['stage']} stage has {', '.join(names)}")
+        axes_of = {t.name: t.axes for t in specs}
         for tensor in tensors:
-            name, shape, axes = tensor["name"], tensor.get("shape"), AXES[tensor["name"]]
+            name, shape, axes = tensor["name"], tensor.get("shape"), axes_of[tensor["name"]]
             _require(tensor.get("dtype") == IO_DTYPE, path,
                      f"graph {key}: {name} has dtype {tensor.get('dtype')!r}, the runtime feeds {IO_DTYPE}")
             _require(isinstance(shape, list) and len(shape) == len(axes), path,
@@ -209,10 +202,14 @@ def validate_manifest(manifest: dict, path) -> None:
     _require(manifest.get("format") == FORMAT, path, f"not a creps bundle (format {manifest.get('format')!r:.40})")
     version = manifest.get("format_version")
     _require(
-        version == FORMAT_VERSION and type(version) is int, path,
-        f"bundle format version {version!r:.40}, this creps reads version {FORMAT_VERSION}; "
+        version in READS and type(version) is int, path,
+        f"bundle format version {version!r:.40}, this creps reads versions {' and '.join(map(str, READS))}; "
         "re-export the bundle with this creps (creps-export) or install the creps that wrote it",
     )
+    if version >= 2 or "stages" in manifest:
+        found = stages.difference(manifest.get("stages"))
+        _require(found is None, path, f"manifest stages contradict this creps's stage contract: {found}; "
+                                      "re-export the bundle")
     model = manifest.get("model")
     validate_model(model, path)
     graphs = manifest.get("graphs")
@@ -283,9 +280,12 @@ def check_graph_file(bundle: Bundle, key: str, shapes: dict[str, list]) -> None:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> None:
-    """Validate and write manifest.json into a bundle folder (atomically)."""
+    """Validate and write manifest.json into a bundle folder (atomically), in this creps's
+    format: its "format", "format_version" and "stages" replace any that `manifest` has
+    (a manifest read from an older bundle is written as the current format)."""
     folder = Path(folder)
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    fields = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "stages")}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **fields, "stages": stages.to_manifest()}
     validate_manifest(manifest, folder)
     with atomic_path(folder / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
