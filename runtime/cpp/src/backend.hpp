@@ -16,7 +16,7 @@ namespace creps::detail {
 
 // A backend cannot run here (library, provider, GPU or engine missing or mismatched): "auto" falls back
 // to the next backend on it, as the Python runtime does on BackendUnavailable.
-class BackendUnavailable : public Error { public: using Error::Error; };
+using BackendUnavailable = creps::BackendUnavailable;  // public (runtime.hpp), so the C API maps it to a status
 
 // A float32 C-order host tensor the caller owns. Inputs and outputs are listed in the manifest's
 // "stages" order for that stage; the caller allocates the outputs with the shapes the stage contract gives.
