@@ -35,6 +35,7 @@
 
 #include "backend.hpp"
 #include "creps/runtime.hpp"
+#include "pyformat.hpp"
 
 namespace creps::detail {
 namespace {
@@ -45,8 +46,11 @@ const char* const RUN_STAGES[] = {"mapping", "lines", "pixels"};
 // matrix, "Engine Portability": 10.x engines on an 11.x runtime). Within a major, any later version.
 const std::map<int, std::vector<int>> LATER_MAJORS = {{10, {11}}};
 
+// The bundle's folder as the Python messages show it (str(Path)).
+std::string folder(const BundleRef& bundle) { return py_path(bundle.dir.string()); }
+
 std::string rebuild(const BundleRef& bundle) {
-    return "rebuild the engines on this machine: creps-export --out " + bundle.dir.string() + " --trt";
+    return "rebuild the engines on this machine: creps-export --out " + folder(bundle) + " --trt";
 }
 
 // A backend that cannot run here (GPU, engine or library missing or mismatched).
@@ -62,13 +66,6 @@ std::string tuple_text(const std::vector<int64_t>& v) {
     std::string s = "(";
     for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
     return s + (v.size() == 1 ? ",)" : ")");
-}
-
-// Python's repr of a list of strings: ['z', 'psi'].
-std::string list_text(const std::vector<std::string>& v) {
-    std::string s = "[";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", '" : "'") + v[i] + "'";
-    return s + "]";
 }
 
 // A manifest field as Python's f-string shows entry.get(key): the string itself, or `fallback`.
@@ -133,7 +130,7 @@ const nlohmann::json& engine_for(const BundleRef& bundle, const std::string& sta
     auto engines = manifest.find("engines");
     if (engines == manifest.end() || !engines->is_object() || !engines->contains(stage))
         unavailable("tensorrt: the bundle has no " + stage + " engine; build them with creps-export --out " +
-                    bundle.dir.string() + " --trt");
+                    folder(bundle) + " --trt");
     return (*engines)[stage];
 }
 
@@ -167,7 +164,7 @@ void check_host_code(const nlohmann::json& entry, const BundleRef& bundle, bool 
                     " is version-compatible, so it carries TensorRT's lean runtime as executable host code, run "
                     "only on request: if you trust this bundle, pass creps-run --allow-engine-host-code "
                     "(Runtime(..., allow_engine_host_code=True)), or rebuild it without --version-compatible: "
-                    "creps-export --out " + bundle.dir.string() + " --trt");
+                    "creps-export --out " + folder(bundle) + " --trt");
 }
 
 std::string sha256_hex(const std::vector<char>& data) {
@@ -202,9 +199,9 @@ void check_io(const BundleRef& bundle, const std::string& stage, const std::vect
     auto want_in = contract_names(bundle, stage, "inputs"), want_out = contract_names(bundle, stage, "outputs");
     auto sorted = [](std::vector<std::string> v) { std::sort(v.begin(), v.end()); return v; };
     if (sorted(inputs) != sorted(want_in) || sorted(outputs) != sorted(want_out))
-        throw Error(bundle.dir.string() + ": " + stage + " graph has inputs " + list_text(inputs) + " and outputs " +
-                    list_text(outputs) + ", the runtime needs " + list_text(want_in) + " -> " + list_text(want_out) +
-                    "; re-export the bundle");
+        throw BundleError(folder(bundle) + ": " + stage + " graph has inputs " + py_list(inputs) + " and outputs " +
+                          py_list(outputs) + ", the runtime needs " + py_list(want_in) + " -> " + py_list(want_out) +
+                          "; re-export the bundle");
 }
 
 std::vector<int64_t> dims_vector(const nvinfer1::Dims& dims) { return {dims.d, dims.d + std::max(0, int(dims.nbDims))}; }
@@ -277,8 +274,8 @@ public:
         // Hashed and deserialized from the same bytes: nothing can swap the file in between.
         const auto data = read_file(path);
         if (sha256_hex(data) != entry.at("sha256").get<std::string>())
-            throw Error(bundle.dir.string() + ": " + file + " (" + stage + " engine) does not match its sha256 in the "
-                        "manifest (corrupt or altered); " + rebuild(bundle));
+            throw BundleError(folder(bundle) + ": " + file + " (" + stage + " engine) does not match its sha256 in "
+                              "the manifest (corrupt or altered); " + rebuild(bundle));
         runtime.setEngineHostCodeAllowed(host_code);
         engine_.reset(runtime.deserializeCudaEngine(data.data(), data.size()));
         if (!engine_)
