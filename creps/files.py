@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 PARTIAL = ".partial"
+log = logging.getLogger(__name__)
 
 
 def remove(path: Path) -> None:
@@ -61,7 +63,17 @@ def remove_leftovers(path: str | os.PathLike) -> None:
     """Remove the temporaries of `atomic_path(path)` that a process killed outright (SIGKILL,
     power loss) left; only while no other process may be writing `path`."""
     path = Path(path)
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*{PARTIAL}"):
+    _remove_matching(path.parent, f".{glob.escape(path.name)}.*{PARTIAL}")
+
+
+def remove_leftovers_in(folder: str | os.PathLike) -> None:
+    """`remove_leftovers` for every output of `folder` at once (a training run's folder)."""
+    _remove_matching(Path(folder), f".*{PARTIAL}")
+
+
+def _remove_matching(folder: Path, pattern: str) -> None:
+    for leftover in folder.glob(pattern):
+        log.info("removing leftover temporary %s", leftover)
         remove(leftover)
 
 

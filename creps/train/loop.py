@@ -28,7 +28,7 @@ from tqdm import tqdm
 from creps import grid
 from creps.checkpoint import generator_from_state
 from creps.errors import CheckpointError, CrepsError
-from creps.files import creating_folder
+from creps.files import creating_folder, remove_leftovers_in
 from creps.images import save_image
 from creps.model import Generator, GeneratorConfig
 from creps.train import augment
@@ -38,7 +38,7 @@ from creps.train.distributed import Processes, reduce_gradients, start, world_si
 from creps.train.loss import discriminator_loss, generator_loss, path_lengths, r1_penalty
 from creps.train.record import sample_grid, tile_grid
 from creps.train.snapshot import (
-    load_optimizer, newest_snapshot, nimg_tag, prefixed, read_snapshot, remove_partial_files, save_snapshot,
+    load_optimizer, newest_snapshot, nimg_tag, prefixed, read_snapshot, save_snapshot,
     snapshot_name)
 from creps.train.stats import StatsLog
 
@@ -156,7 +156,7 @@ class Trainer:
         cache_dir = Path(opts.cache_dir) if opts.cache_dir else None
         if procs.is_main:  # the others wait, then find the prepared images in the cache
             check_writable(self.outdir)
-            remove_partial_files(self.outdir)
+            remove_leftovers_in(self.outdir)
             prepare_dataset(opts.data, opts.resolution, cache_dir)
         procs.barrier()
         self.images = load_images(prepare_dataset(opts.data, opts.resolution, cache_dir))

@@ -116,8 +116,3 @@ def newest_snapshot(outdir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def remove_partial_files(outdir: Path) -> None:
-    """Delete temporaries a killed run left behind (they never carry a snapshot's name)."""
-    for path in outdir.glob(".*.partial"):
-        log.info("removing leftover temporary %s", path)
-        path.unlink(missing_ok=True)
