@@ -38,7 +38,7 @@ import numpy as np
 from creps.cli import command, entry_point
 from creps.errors import CrepsError
 from creps.files import atomic_path
-from creps.runtime.backends import ORT_PROVIDERS, check_provider, ort_provider
+from creps.runtime.backends import ORT_PROVIDERS, Backend, check_provider, ort_provider
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +162,13 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-class StageTimer:
-    """Wraps a backend and records each stage's wall-clock span (first call start to last
-    call end: concurrent calls are not counted twice; the stages run one after another)."""
+class StageTimer(Backend):
+    """Wraps a backend (and owns it: closing the timer closes it) and records each stage's
+    wall-clock span (first call start to last call end: concurrent calls are not counted
+    twice; the stages run one after another)."""
 
-    def __init__(self, backend):
+    def __init__(self, backend: Backend):
         self.backend, self.name, self.spans = backend, backend.name, {}
-        if hasattr(backend, "run_stream"):  # keep the backend's pipelining (TensorRT)
-            self.run_stream = self._run_stream
 
     def _span(self, stage, start):
         first, _ = self.spans.get(stage, (start, 0.0))
@@ -181,11 +180,14 @@ class StageTimer:
         self._span(stage, start)
         return out
 
-    def _run_stream(self, stage, calls):
+    def run_stream(self, stage, calls):  # the backend's own, so its pipelining (TensorRT) is kept
         start = time.perf_counter()
         for out in self.backend.run_stream(stage, calls):
             self._span(stage, start)
             yield out
+
+    def close(self) -> None:
+        self.backend.close()
 
     def shape_range(self, stage, input):
         return self.backend.shape_range(stage, input)
@@ -209,7 +211,7 @@ def run_runtime(job: dict) -> dict:
     runtime.generate(0, (64, 64))  # sessions and arenas warm
     timer = runtime.backend = StageTimer(runtime.backend)
     best = None
-    with tempfile.TemporaryDirectory() as folder:
+    with runtime, tempfile.TemporaryDirectory() as folder:
         for _ in range(job["repeats"]):
             timer.spans = {}
             seconds = timed(lambda: runtime.save([Path(folder) / "bench.png"], 0, size))

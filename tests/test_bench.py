@@ -200,26 +200,32 @@ def test_device_report_has_no_cpu_ceiling_and_its_own_files(tmp_path):
     assert json.loads((tmp_path / "runtime.json").read_text())["backend"] == "ort-cpu"
 
 
-class Recorder:
-    name = "recorder"
+class Streamer:
+    """A backend whose run_stream is its own (as TensorRT's pipelining is): it tags its outputs."""
+
+    name = "streamer"
+    closed = False
 
     def run(self, stage, feeds):
         return {"out": feeds["x"]}
 
-
-class Streamer(Recorder):
     def run_stream(self, stage, calls):
         for feeds in calls:
-            yield self.run(stage, feeds)
+            yield {"out": feeds["x"], "streamed": True}
+
+    def close(self):
+        self.closed = True
 
 
-def test_stage_timer_keeps_run_stream_only_where_the_backend_has_it():
-    assert not hasattr(bench.StageTimer(Recorder()), "run_stream")  # the runtime then calls run() in parallel
-    timer = bench.StageTimer(Streamer())
-    outs = [out["out"] for out in timer.run_stream("pixels", [{"x": i} for i in range(3)])]
-    timer.run("lines", {"x": 7})
-    assert outs == [0, 1, 2] and sorted(timer.seconds()) == ["lines", "pixels"]
-    assert all(s >= 0 for s in timer.seconds().values())
+def test_stage_timer_times_the_backends_own_run_stream_and_closes_it():
+    backend = Streamer()
+    timer = bench.StageTimer(backend)
+    outs = list(timer.run_stream("pixels", [{"x": i} for i in range(3)]))
+    assert outs == [{"out": i, "streamed": True} for i in range(3)]
+    assert timer.run("lines", {"x": 7}) == {"out": 7}
+    assert sorted(timer.seconds()) == ["lines", "pixels"] and all(s >= 0 for s in timer.seconds().values())
+    timer.close()
+    assert backend.closed
 
 
 def test_tensorrt_path_on_stand_ins(quick_bundle, monkeypatch, tmp_path):
