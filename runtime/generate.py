@@ -31,7 +31,8 @@ from creps.runtime.backends import Backend, open_backend
 from creps.runtime.bundle import Bundle, read_bundle
 from creps.runtime.default import default_bundle
 from creps.runtime.png import PngStream
-from creps.runtime.tiling import Limits, Plan, make_plan
+from creps.runtime.stages import RUN_STAGES, carriers
+from creps.runtime.tiling import UNLIMITED, Limits, Plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -89,35 +90,29 @@ def check_finite(img: np.ndarray, batch: Batch, band: slice, column: slice) -> N
 
 
 def limits_of(backend: Backend) -> Limits:
-    """The extents a backend accepts, from the inputs that carry each axis."""
+    """The extents a backend accepts: per dynamic axis, those every input carrying it accepts."""
 
-    def extent(stage, name, dim):
-        ranges = backend.shape_range(stage, name)
-        return None if ranges is None else ranges[dim]
+    def extent(axis: str, *in_stages: str) -> tuple[int, int]:
+        given = [ranges[dim] for stage in in_stages for name, dim in carriers(stage, axis)
+                 if (ranges := backend.shape_range(stage, name)) is not None]
+        return (max(e[0] for e in given), min(e[1] for e in given)) if given else UNLIMITED
 
-    def both(*extents):
-        given = [e for e in extents if e is not None]
-        return (max(e[0] for e in given), min(e[1] for e in given)) if given else Limits().batch
-
-    return Limits(
-        batch=both(extent("mapping", "z", 0), extent("lines", "ws", 0), extent("pixels", "ws", 0),
-                   extent("pixels", "cols", 0), extent("pixels", "rows", 0)),
-        line_height=both(extent("lines", "ys", 0)),
-        line_width=both(extent("lines", "xs", 0)),
-        tile_height=both(extent("pixels", "cols", 3)),
-        tile_width=both(extent("pixels", "rows", 3)),
-    )
+    return Limits(batch=extent("batch", *RUN_STAGES),
+                  line_height=extent("height", "lines"), line_width=extent("width", "lines"),
+                  tile_height=extent("height", "pixels"), tile_width=extent("width", "pixels"))
 
 
 def in_order(run, items, workers: int) -> Iterator:
     """run(item) for every item, up to `workers` at once on a thread pool; results in order.
 
-    At most 2·workers results wait, so the consumer (writing tiles out) bounds memory.
+    At most 2·workers results wait, so the consumer (writing tiles out) bounds memory. If the
+    consumer stops early (an error, an interrupt), calls not yet started are cancelled.
     """
     if workers == 1:
         yield from map(run, items)
         return
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         pending = deque()
         for item in items:
             pending.append(pool.submit(run, item))
@@ -125,6 +120,8 @@ def in_order(run, items, workers: int) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Runtime:
