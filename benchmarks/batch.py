@@ -21,7 +21,7 @@ import click
 
 from common import benchmark
 
-from creps.cli import run_command
+from creps.cli import entry_point
 
 CASES = (
     ("batch 1", 1, None, None),
@@ -82,4 +82,4 @@ def main(bundle, repeats) -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

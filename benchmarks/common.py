@@ -1,8 +1,8 @@
 """What every benchmark script shares: a command line with --help that states its run time,
 output to ./creps-bench-out/ (or --out) unless --record asks to update the committed record in
 benchmarks/results/, and a record that names the machine (creps.bench.Run). Scripts import it
-as `common` (Python puts the script's folder first on sys.path) and run their command through
-creps.cli.run_command, so a refusal is one line.
+as `common` (Python puts the script's folder first on sys.path) and run their command as a console script does
+(`creps.cli.entry_point(main)()`), so a refusal is one line.
 """
 
 from __future__ import annotations

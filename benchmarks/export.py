@@ -25,7 +25,7 @@ import torch
 
 from creps import grid
 from creps.checkpoint import save_checkpoint
-from creps.cli import run_command
+from creps.cli import entry_point
 from creps.export import export_bundle, graphs, stages, verify, writer
 from creps.model import GeneratorConfig
 from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
@@ -147,4 +147,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

@@ -29,7 +29,7 @@ from common import benchmark  # noqa: E402
 from tiny_models import MID, TINY, random_generator  # noqa: E402
 
 from creps import grid, load_generator  # noqa: E402
-from creps.cli import run_command  # noqa: E402
+from creps.cli import entry_point  # noqa: E402
 from creps.model import GeneratorConfig  # noqa: E402
 
 PARITY = {  # config name -> (config, sizes W x H)
@@ -122,4 +122,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

@@ -18,7 +18,7 @@ import time
 from common import benchmark
 
 from creps.bench import BF16_FLAGS, ORIGINAL_512_SECONDS, flops, gemm_ceiling, has_bf16
-from creps.cli import run_command
+from creps.cli import entry_point
 from creps.export.writer import model_section
 from creps.model import Generator, GeneratorConfig
 
@@ -85,4 +85,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

@@ -30,7 +30,7 @@ from creps.calib import Job, calibrate_bundle, emulate, int8  # noqa: E402
 from creps.calib.bars import PRECISION_BARS, shortfalls  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import StageRunner, compare, worst  # noqa: E402
-from creps.cli import run_command  # noqa: E402
+from creps.cli import entry_point  # noqa: E402
 from creps.export import export_bundle  # noqa: E402
 from creps.export.trt_plan import build_plan  # noqa: E402
 from creps.model import GeneratorConfig  # noqa: E402
@@ -120,4 +120,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

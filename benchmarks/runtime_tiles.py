@@ -16,7 +16,7 @@ import click
 from common import benchmark
 
 from creps.bench import export_model, flops, gemm_ceiling
-from creps.cli import run_command
+from creps.cli import entry_point
 from creps.runtime import Runtime
 from creps.runtime.backends import available_cores
 
@@ -68,4 +68,4 @@ def main(bundle) -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

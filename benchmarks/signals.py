@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 from common import benchmark
 
-from creps.cli import run_command
+from creps.cli import entry_point
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from signal_loop import cases, make_models, signal_loop  # noqa: E402
@@ -60,4 +60,4 @@ def main(runs: int, only: tuple[str, ...], seed: int) -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()

@@ -27,7 +27,7 @@ from PIL import Image
 
 from common import benchmark
 
-from creps.cli import run_command
+from creps.cli import entry_point
 from creps.train.distributed import Processes
 from creps.train.loop import D_REG_INTERVAL, G_REG_INTERVAL, Trainer, TrainOptions
 
@@ -90,4 +90,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    entry_point(main)()
