@@ -34,6 +34,7 @@
 #include <sstream>
 
 #include "backend.hpp"
+#include "bundle.hpp"
 #include "creps/runtime.hpp"
 #include "pyformat.hpp"
 
@@ -185,10 +186,10 @@ std::vector<char> read_file(const std::filesystem::path& path) {
     return data;
 }
 
-// The stage contract's IO names, in call order, from the manifest's "stages" section.
-std::vector<std::string> contract_names(const BundleRef& bundle, const std::string& stage, const char* side) {
+// The stage contract's IO names, in call order (a manifest's recorded "stages" equal these: bundle.cpp).
+std::vector<std::string> contract_names(const std::string& stage, const char* side) {
     std::vector<std::string> names;
-    for (const auto& tensor : bundle.manifest->at("stages").at(stage).at(side))
+    for (const auto& tensor : builtin_stages().at(stage).at(side))
         names.push_back(tensor.at("name").get<std::string>());
     return names;
 }
@@ -196,7 +197,7 @@ std::vector<std::string> contract_names(const BundleRef& bundle, const std::stri
 // Refuse an engine whose IO names are not the stage contract's (runtime/backends.py check_io).
 void check_io(const BundleRef& bundle, const std::string& stage, const std::vector<std::string>& inputs,
               const std::vector<std::string>& outputs) {
-    auto want_in = contract_names(bundle, stage, "inputs"), want_out = contract_names(bundle, stage, "outputs");
+    auto want_in = contract_names(stage, "inputs"), want_out = contract_names(stage, "outputs");
     auto sorted = [](std::vector<std::string> v) { std::sort(v.begin(), v.end()); return v; };
     if (sorted(inputs) != sorted(want_in) || sorted(outputs) != sorted(want_out))
         throw BundleError(folder(bundle) + ": " + stage + " graph has inputs " + py_list(inputs) + " and outputs " +
