@@ -29,14 +29,15 @@ from tqdm import tqdm
 
 from creps.calib import emulate
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
+from creps.runtime.stages import spatial_inputs
 
 log = logging.getLogger(__name__)
 
 FP16_STAGES = ("lines", "pixels")
-SPATIAL_INPUTS = {"lines": {"ys", "xs"}, "pixels": {"cols", "rows"}}
 RANGE_HEADROOM = 16.0
 SOLO_ERROR_LIMIT = 1e-3
 PROBE = 24  # rows and columns per job in the analysis runs
+SPATIAL_INPUTS = {s: spatial_inputs(s) for s in FP16_STAGES}  # ys/xs, cols/rows: what varies per pixel
 
 
 @dataclass

@@ -24,9 +24,9 @@ import onnx
 from onnx import numpy_helper
 
 from creps.calib import emulate
-from creps.calib.fp16 import SPATIAL_INPUTS
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
 from creps.errors import CrepsError
+from creps.runtime.stages import spatial_inputs
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def style_path_nodes(model: onnx.ModelProto, stage: str) -> list[str]:
     They cost nothing and the demodulation sum of squares has a range no single int8
     scale fits, so they are never quantized.
     """
-    spatial = emulate.dependent_nodes(model, SPATIAL_INPUTS[stage])
+    spatial = emulate.dependent_nodes(model, spatial_inputs(stage))
     return [n.name for n in model.graph.node if n.name not in spatial]
 
 

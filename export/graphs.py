@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -22,6 +21,7 @@ from torch.export import Dim
 from creps.export import stages
 from creps.export.signature import MIN_OPSET, io_signature  # noqa: F401  (torch-free; re-exported here)
 from creps.model import Generator
+from creps.runtime.stages import CONTRACT, dynamic_axes
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +35,6 @@ CLEANUP = ("onnxscript.optimizer.optimize_ir (constant folding up to 2^26 elemen
            "then onnx_ir: initializer deduplication, common subexpression elimination, unused-node removal")
 # Standard ONNX, no Einsum (TensorRT and the INT8 path want MatMul/Gemm with constant weights).
 FORBIDDEN_OPS = {"Einsum"}
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What the stage table in docs/architecture.md fixes for one graph."""
-
-    stage: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    dynamic_axes: dict[str, dict[int, str]]  # input name -> {axis: axis name}
-
-
-SPECS = {
-    "mapping": StageSpec("mapping", ("z", "psi"), ("ws",), {"z": {0: "batch"}}),
-    "lines": StageSpec("lines", ("ws", "ys", "xs"), ("cols", "rows"),
-                       {"ws": {0: "batch"}, "ys": {0: "height"}, "xs": {0: "width"}}),
-    "pixels": StageSpec("pixels", ("ws", "cols", "rows"), ("img",),
-                        {"ws": {0: "batch"}, "cols": {0: "batch", 3: "height"}, "rows": {0: "batch", 3: "width"}}),
-    "generator": StageSpec("generator", ("z", "psi", "ys", "xs"), ("img",),
-                           {"z": {0: "batch"}, "ys": {0: "height"}, "xs": {0: "width"}}),
-}
 
 
 @contextlib.contextmanager
@@ -108,18 +87,17 @@ def export_stage(G: Generator, stage: str, path: Path, opset: int, truncation_cu
 
     `cleanup` runs the CLEANUP passes; tests check that the named axes survive them.
     """
-    spec = SPECS[stage]
+    spec = CONTRACT[stage]
     module = stage_module(G, stage, truncation_cutoff).eval()
-    dims = {}
-    dynamic_shapes = {
-        name: {axis: dims.setdefault(axis_name, Dim(axis_name)) for axis, axis_name in axes.items()}
-        for name, axes in spec.dynamic_axes.items()
-    }
-    dynamic_shapes = {name: dynamic_shapes.get(name) for name in spec.inputs}
+    dims = {}  # one Dim per axis name: inputs that carry one axis share it
+    dynamic = dynamic_axes(stage)
+    dynamic_shapes = {name: {axis: dims.setdefault(axis_name, Dim(axis_name))
+                             for axis, axis_name in dynamic.get(name, {}).items()} or None
+                      for name in spec.input_names}
     with quiet_exporter(), stages.modulation(module, modulation), stages.gemm_layers(module):
         program = torch.onnx.export(
             module, example_inputs(G, stage), dynamo=True, opset_version=opset,
-            input_names=list(spec.inputs), output_names=list(spec.outputs),
+            input_names=list(spec.input_names), output_names=list(spec.output_names),
             dynamic_shapes=dynamic_shapes, optimize=False, verbose=False, external_data=False,
         )
     if cleanup:
@@ -142,12 +120,12 @@ def clean(model) -> None:
 def check_graph(model: onnx.ModelProto, stage: str) -> None:
     """Structural checks every exported graph must pass (raises ValueError)."""
     onnx.checker.check_model(model, full_check=True)
-    spec = SPECS[stage]
+    spec = CONTRACT[stage]
     names_in = tuple(i.name for i in model.graph.input)
     names_out = tuple(o.name for o in model.graph.output)
-    if names_in != spec.inputs or names_out != spec.outputs:
+    if names_in != spec.input_names or names_out != spec.output_names:
         raise ValueError(f"{stage}: graph IO {names_in} -> {names_out}, the stage table says "
-                         f"{spec.inputs} -> {spec.outputs}")
+                         f"{spec.input_names} -> {spec.output_names}")
     bad = sorted({n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx") or n.op_type in FORBIDDEN_OPS})
     if bad:
         raise ValueError(f"{stage}: graph uses non-portable ops {', '.join(bad)}")

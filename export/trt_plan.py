@@ -7,10 +7,9 @@ profile spans the smallest to the largest extent those plans use (opt = the larg
 extent almost every call has, since parts are near-equal). Profile minimums are 1, so
 images smaller than the planned ones still run.
 
-Profile shapes per stage (dynamic axes in capitals):
-  mapping: z [N, z_dim], psi [1]
-  lines:   ws [N, num_ws, w_dim], ys [H], xs [W]          H, W = line chunk lengths
-  pixels:  ws [N, num_ws, w_dim], cols [N, B, 32, h, R], rows [N, B, 32, w, R]   h, w = tile sides
+Profile shapes follow the stage contract (`creps.runtime.stages`): batch spans 1..N; height
+and width span 1 to the longest line chunk in the lines stage and 1 to the largest tile
+side in the pixels stage; every other axis is fixed.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import math
 from dataclasses import dataclass, field
 
 from creps.errors import CrepsError
+from creps.runtime.stages import DYNAMIC, RUN_STAGES, dynamic_sizes, graph_key, input_shapes, output_shapes
 from creps.runtime.tiling import Plan, PlanError, line_work_bytes, make_plan, pixel_work_bytes
 
-STAGES = ("mapping", "lines", "pixels")
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 DEFAULT_WORKSPACE = 1 << 30
 # GPU-sized work per call (the runtime's own defaults are tuned for CPU caches); the
@@ -110,8 +109,6 @@ def profiles(model: dict, plans: list[Plan], batch: int,
     """Optimization profiles of the three stages covering every call of `plans`, and a
     whole `tile` (width, height; clipped to the largest image) when the runtime is given
     that tile: it may cut other sizes into full tiles."""
-    N, B, C, R = batch, model["num_blocks"], model["biline_channels"], model["rank"]
-    ws = (model["num_ws"], model["w_dim"])
     chunk_h = [c.ys.stop - c.ys.start for p in plans for c in p.line_chunks]
     chunk_w = [c.xs.stop - c.xs.start for p in plans for c in p.line_chunks]
     tile_h = [e for p in plans for e in _extents(p.bands)]
@@ -119,28 +116,16 @@ def profiles(model: dict, plans: list[Plan], batch: int,
     if tile is not None:
         tile_w.append(min(tile[0], max(p.width for p in plans)))
         tile_h.append(min(tile[1], max(p.height for p in plans)))
+    largest = {"mapping": {"batch": batch},
+               "lines": {"batch": batch, "height": max(chunk_h), "width": max(chunk_w)},
+               "pixels": {"batch": batch, "height": max(tile_h), "width": max(tile_w)}}
+    smallest = dict.fromkeys(DYNAMIC, 1)
 
-    return {
-        "mapping": {"z": ShapeRange((1, model["z_dim"]), (N, model["z_dim"]), (N, model["z_dim"])),
-                    "psi": ShapeRange((1,), (1,), (1,))},
-        "lines": {"ws": ShapeRange((1, *ws), (N, *ws), (N, *ws)),
-                  "ys": ShapeRange((1,), (max(chunk_h),), (max(chunk_h),)),
-                  "xs": ShapeRange((1,), (max(chunk_w),), (max(chunk_w),))},
-        "pixels": {"ws": ShapeRange((1, *ws), (N, *ws), (N, *ws)),
-                   "cols": ShapeRange((1, B, C, 1, R), (N, B, C, max(tile_h), R), (N, B, C, max(tile_h), R)),
-                   "rows": ShapeRange((1, B, C, 1, R), (N, B, C, max(tile_w), R), (N, B, C, max(tile_w), R))},
-    }
+    def profile(stage: str) -> dict[str, ShapeRange]:
+        low, high = input_shapes(model, stage, smallest), input_shapes(model, stage, largest[stage])
+        return {name: ShapeRange(low[name], high[name], high[name]) for name in high}
 
-
-def output_shapes(model: dict, stage: str, max_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Output shapes of a stage for given input shapes (the stage contract)."""
-    if stage == "mapping":
-        return {"ws": (max_shapes["z"][0], model["num_ws"], model["w_dim"])}
-    n = max_shapes["ws"][0]
-    B, C, R = model["num_blocks"], model["biline_channels"], model["rank"]
-    if stage == "lines":
-        return {"cols": (n, B, C, max_shapes["ys"][0], R), "rows": (n, B, C, max_shapes["xs"][0], R)}
-    return {"img": (n, model["img_channels"], max_shapes["cols"][3], max_shapes["rows"][3])}
+    return {stage: profile(stage) for stage in RUN_STAGES}
 
 
 def io_bytes(model: dict, stage: str, profile: dict[str, ShapeRange]) -> int:
@@ -154,14 +139,12 @@ def activation_bytes(model: dict, stage: str, profile: dict[str, ShapeRange], pr
     """Estimated activations of one call at the max shapes (the runtime's estimate, rescaled
     from float32 to the precision's element size; FP32 islands make this a lower bound)."""
     scale = ELEMENT_BYTES[precision] / 4
+    sizes = dynamic_sizes(stage, {name: r.max for name, r in profile.items()})
     if stage == "mapping":
-        return int(4 * profile["z"].max[0] * 3 * max(model["z_dim"], model["w_dim"]))
-    n = profile["ws"].max[0]
+        return int(4 * sizes["batch"] * 3 * max(model["z_dim"], model["w_dim"]))
     if stage == "lines":
-        lines = profile["ys"].max[0] + profile["xs"].max[0]
-        return int(n * lines * line_work_bytes(model) * scale)
-    pixels = profile["cols"].max[3] * profile["rows"].max[3]
-    return int(n * pixels * pixel_work_bytes(model) * scale)
+        return int(sizes["batch"] * (sizes["height"] + sizes["width"]) * line_work_bytes(model) * scale)
+    return int(sizes["batch"] * sizes["height"] * sizes["width"] * pixel_work_bytes(model) * scale)
 
 
 def stage_graph(graphs: dict, stage: str, precision: str, strict: bool = True) -> tuple[str, str]:
@@ -169,7 +152,7 @@ def stage_graph(graphs: dict, stage: str, precision: str, strict: bool = True) -
     nothing and every pixel depends on it); lines and pixels use the requested precision.
     Not `strict` (a dry run before creps-calib): the key even if the graph is not there yet."""
     want = "fp32" if stage == "mapping" else precision
-    key = stage if want == "fp32" else f"{stage}.{want}"
+    key = graph_key(stage, want)
     if strict and key not in graphs:
         hint = "creps-calib --fp16" if want == "fp16" else "creps-calib --int8"
         raise BuildPlanError(f"the bundle has no {key} graph for a {precision} build; make it first ({hint})")
@@ -206,7 +189,7 @@ def build_plan(manifest: dict, precision: str = "fp32", sizes: list[tuple[int, i
     whole_tile = (max(t[0] for _, t in planned), max(t[1] for _, t in planned))
     stage_profiles = profiles(model, plans, batch, whole_tile)
     builds = []
-    for stage in STAGES:
+    for stage in RUN_STAGES:
         key, stage_precision = stage_graph(manifest["graphs"], stage, precision, strict)
         profile = stage_profiles[stage]
         builds.append(StageBuild(stage, key, stage_precision, profile,

@@ -141,3 +141,22 @@ def test_format_2_needs_the_section_and_format_1_may_not_contradict_it(folder):
 def test_other_versions_are_refused(folder, version):
     edit(folder, lambda m: m.update(format_version=version))
     assert f"bundle format version {version!r}, this creps reads versions 1 and 2; re-export" in refused(folder)
+
+
+def test_the_runtimes_limits_come_from_every_input_that_carries_an_axis():
+    from creps.runtime.backends import Backend
+    from creps.runtime.generate import limits_of
+    from creps.runtime.tiling import UNLIMITED
+
+    class Ranged(Backend):
+        ranges = {("mapping", "z"): [(1, 8), (8, 8)], ("lines", "ws"): [(2, 6), (5, 5), (6, 6)],
+                  ("lines", "xs"): [(3, 40)], ("pixels", "cols"): [(1, 7), (1, 1), (4, 4), (5, 9), (2, 2)],
+                  ("pixels", "rows"): [(1, 4), (1, 1), (4, 4), (1, 11), (2, 2)]}
+
+        def shape_range(self, stage, input):
+            return self.ranges.get((stage, input))
+
+    limits = limits_of(Ranged())
+    assert limits.batch == (2, 4)  # every batch range at once: z, ws, cols, rows
+    assert (limits.line_height, limits.line_width) == (UNLIMITED, (3, 40))
+    assert (limits.tile_height, limits.tile_width) == ((5, 9), (1, 11))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from creps.export.trt_plan import BuildPlanError, build_plan, io_bytes, output_shapes, profiles
+from creps.export.trt_plan import BuildPlanError, build_plan, io_bytes, profiles
 from creps.runtime.tiling import make_plan
 
 PUBLISHED = dict(z_dim=512, w_dim=512, num_ws=15, num_blocks=6, rank=8, biline_channels=32, img_resolution=256,
@@ -50,8 +50,24 @@ def test_io_bytes_by_hand():
     # pixels: ws 15*512, cols 6*32*50*8, rows 6*32*100*8, img 3*50*100, float32
     want = 4 * (15 * 512 + 6 * 32 * 50 * 8 + 6 * 32 * 100 * 8 + 3 * 50 * 100)
     assert io_bytes(PUBLISHED, "pixels", prof["pixels"]) == want
-    assert output_shapes(PUBLISHED, "lines", {"ws": (1, 15, 512), "ys": (7,), "xs": (9,)}) == {
-        "cols": (1, 6, 32, 7, 8), "rows": (1, 6, 32, 9, 8)}
+    # lines: ws, ys h, xs w (the longest line chunk: 100 + 150 lines), cols 6*32*h*8, rows 6*32*w*8
+    h = max(c.ys.stop - c.ys.start for c in plan.line_chunks)
+    w = max(c.xs.stop - c.xs.start for c in plan.line_chunks)
+    assert (h, w) == (100, 150)
+    want = 4 * (15 * 512 + h + w + 6 * 32 * h * 8 + 6 * 32 * w * 8)
+    assert io_bytes(PUBLISHED, "lines", prof["lines"]) == want
+
+
+def test_fixed_axes_are_fixed_and_every_dynamic_axis_starts_at_1():
+    plan = make_plan(PUBLISHED, 300, 200, 3, (100, 50), None, 400)
+    prof = profiles(PUBLISHED, [plan], 3)
+    assert list(prof) == ["mapping", "lines", "pixels"]
+    assert list(prof["pixels"]) == ["ws", "cols", "rows"]  # the call order
+    assert prof["mapping"]["psi"].to_dict() == {"min": [1], "opt": [1], "max": [1]}
+    assert prof["mapping"]["z"].to_dict() == {"min": [1, 512], "opt": [3, 512], "max": [3, 512]}
+    assert prof["lines"]["ws"].to_dict() == {"min": [1, 15, 512], "opt": [3, 15, 512], "max": [3, 15, 512]}
+    assert prof["pixels"]["rows"].to_dict() == {"min": [1, 6, 32, 1, 8], "opt": [3, 6, 32, 100, 8],
+                                                "max": [3, 6, 32, 100, 8]}
 
 
 def test_dry_run_for_a_panorama_on_a_jetson_budget():
