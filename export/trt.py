@@ -56,8 +56,11 @@ def _config(trt, builder, network, build: StageBuild, workspace: int, cache, ver
         if any(d < 0 for d in tensor.shape):  # static inputs (psi) need no profile
             shapes = build.profile[tensor.name]
             profile.set_shape(tensor.name, shapes.min, shapes.opt, shapes.max)
-    config.add_optimization_profile(profile)
-    config.set_timing_cache(cache, False)
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(f"TensorRT refuses the {build.stage} optimization profile (see its log above)")
+    if not config.set_timing_cache(cache, False):  # False: made on another GPU (TensorRT's check)
+        raise EngineBuildError("TensorRT refuses the timing cache (made on another GPU?): pass another "
+                               "--timing-cache file or delete this one")
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     if hardware == "ampere_plus":

@@ -222,6 +222,9 @@ class _StageEngine:
                                      + REBUILD.format(path=bundle.path))
         stack.callback(self._release)
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # TensorRT returns None when it cannot (out of GPU memory)
+            raise BackendUnavailable(f"tensorrt: cannot create an execution context for {path} "
+                                     "(see the TensorRT log above)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -232,7 +235,9 @@ class _StageEngine:
                                          + REBUILD.format(path=bundle.path))
         self.ranges = {n: self._profile(n) for n in self.inputs}
         for name in self.inputs:  # the largest call, to size the output buffers
-            self.context.set_input_shape(name, self.ranges[name][2])
+            if not self.context.set_input_shape(name, self.ranges[name][2]):
+                raise BackendUnavailable(f"tensorrt: {path} refuses its own profile maximum {self.ranges[name][2]} "
+                                         f"for {name} (see the TensorRT log above); " + REBUILD.format(path=bundle.path))
         max_shapes = {n: tuple(self.ranges[n][2]) for n in self.inputs}
         max_shapes |= {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
         sizes = {n: 4 * int(np.prod(s)) for n, s in max_shapes.items()}
@@ -269,7 +274,8 @@ class _StageEngine:
                                                      h2d, stream))
         slot.shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
         for name in self.inputs + self.outputs:
-            self.context.set_tensor_address(name, int(slot.device[name]))
+            if not self.context.set_tensor_address(name, int(slot.device[name])):
+                raise CrepsError(f"tensorrt: the {self.stage} engine refuses the address of {name} (see the TensorRT log)")
         if not self.context.execute_async_v3(stream):
             raise CrepsError(f"tensorrt: executing the {self.stage} engine failed (see the TensorRT log)")
         for name in self.outputs:

@@ -26,15 +26,17 @@ def engine_bundle(bundle, tmp_path):
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch):
-    """TensorRT and cuda-python replaced by the stand-ins of fakes.py; returns the fake cudart."""
-    from fakes import FakeCudart, FakeTrt
+def fake_gpu(request, monkeypatch):
+    """TensorRT and cuda-python replaced by the simulator of fakes.py; returns its FakeGpu.
+
+    TensorRT 10.3 unless a test parametrizes fake_gpu (indirect=True) with a version."""
+    from fakes import FakeGpu
 
     from creps.export import trt as trt_export
     from creps.runtime import trt as trt_runtime
 
-    cudart = FakeCudart()
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt)
-    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: cudart)
-    monkeypatch.setattr(trt_export, "load_cudart", lambda: cudart)
-    return cudart
+    gpu = FakeGpu(getattr(request, "param", "10.3.0.30"))
+    monkeypatch.setitem(sys.modules, "tensorrt", gpu.tensorrt)
+    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: gpu.cudart)
+    monkeypatch.setattr(trt_export, "load_cudart", lambda: gpu.cudart)
+    return gpu

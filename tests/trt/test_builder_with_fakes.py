@@ -1,76 +1,116 @@
-"""export/trt.py's build path on stand-ins for TensorRT (tests/trt/fakes.py): what it asks the
-builder for, what it writes into the bundle, and that the runtime backend runs the result."""
+"""export/trt.py's build path on the simulated TensorRT of tests/trt/fakes.py (10.3 and 11.x):
+what it asks the builder for, what it writes into the bundle, and that the engines run."""
 
-import json
-from types import SimpleNamespace
+import hashlib
+import importlib
 
 import numpy as np
 import pytest
+from fakes import read_plan
 
-from fakes import FakeTrt
-from creps.export.trt import EngineBuildError, build_engines
+from creps.errors import CrepsError
+from creps.export.trt import EngineBuildError
 from creps.export.trt_plan import build_plan
 from creps.runtime.backends import BackendUnavailable
 from creps.runtime.bundle import read_bundle, write_manifest
 from creps.runtime.generate import Runtime
 
-
-def plan_for(bundle_dir, **kwargs):
-    manifest = read_bundle(bundle_dir).manifest
-    FakeTrt.model = manifest["model"]
-    return build_plan(manifest, "fp32", [(40, 24)], tile=(16, 8), workspace=1 << 28, **kwargs)
+# The creation flag and builder flag values of each release (NvInfer.h, release/10.3 and main = 11.1).
+STRONGLY_TYPED = {10: 1, 11: 0}
+VERSION_COMPATIBLE = {10: 13, 11: 12}
 
 
-def test_engines_and_manifest_entries(fake_gpu, engine_bundle, tmp_path):
+def plan_for(bundle_dir):
+    return build_plan(read_bundle(bundle_dir).manifest, "fp32", [(40, 24)], tile=(16, 8), workspace=1 << 28)
+
+
+def build(bundle_dir, **kwargs):
+    """build_engines of the creps.export.trt now in sys.modules (test_mutations swaps in copies)."""
+    return importlib.import_module("creps.export.trt").build_engines(bundle_dir, plan_for(bundle_dir), **kwargs)
+
+
+def check_build(gpu, bundle_dir, tmp_path):
+    """Strongly typed engines with the plan's profiles, workspace, flags and a timing cache
+    loaded and saved; their manifest entries; the engines run as ONNX Runtime does."""
+    major = int(gpu.tensorrt.__version__.split(".")[0])
     cache = tmp_path / "timing.cache"
-    cache.write_bytes(b"old")
-    plan = plan_for(engine_bundle)
-    entries = build_engines(engine_bundle, plan, timing_cache=cache, version_compatible=True, hardware="ampere_plus")
-    bundle = read_bundle(engine_bundle)  # every engine's sha256 checks out
+    old = gpu.tensorrt.Builder(None).create_builder_config().create_timing_cache(b"")
+    old.entries = 7
+    cache.write_bytes(old.serialize())
+    entries = build(bundle_dir, timing_cache=cache, version_compatible=True, hardware="ampere_plus")
+    bundle = read_bundle(bundle_dir)  # every engine's sha256 checks out
     assert set(bundle.engines) == set(entries) == {"mapping", "lines", "pixels"}
+    plan = plan_for(bundle_dir)
     for stage, entry in bundle.engines.items():
-        asked = json.loads(bundle.file(entry).read_text())
-        assert asked["network_flags"] == 1 << 0  # STRONGLY_TYPED, nothing else
-        assert asked["workspace"] == 1 << 28 and asked["cache"] == "old"  # the saved cache was loaded
-        assert asked["flags"] == ["version_compatible"] and asked["hardware"] == "ampere_plus"
-        build = next(b for b in plan.stages if b.stage == stage)
-        profile = {k: v.to_dict() for k, v in build.profile.items()}
+        asked = read_plan(bundle.file(entry).read_bytes())
+        assert asked["network_flags"] == 1 << STRONGLY_TYPED[major]  # strongly typed, nothing else
+        assert asked["builder_flags"] == 1 << VERSION_COMPATIBLE[major] and asked["hardware"] == "AMPERE_PLUS"
+        assert asked["workspace"] == 1 << 28
+        profile = {k: v.to_dict() for k, v in next(b for b in plan.stages if b.stage == stage).profile.items()}
         assert entry["profiles"] == profile
-        assert asked["profile"] == {k: v for k, v in profile.items() if k != "psi"}  # static inputs: no profile
-        assert entry["tensorrt_version"] == "10.3.0.30" and entry["gpu_name"] == "Fake GPU"
+        assert asked["profile"] == {k: [v["min"], v["opt"], v["max"]] for k, v in profile.items()
+                                    if k != "psi"}  # static inputs: no profile
+        assert entry["tensorrt_version"] == gpu.tensorrt.__version__ and entry["gpu_name"] == "Fake GPU"
         assert entry["compute_capability"] == "8.7" and entry["strongly_typed"] and entry["graph"] == stage
-    assert cache.read_bytes() == b"old+timed"  # saved after the build
-    # The engines run, version-compatible ones on request only: the same images as ONNX Runtime.
-    size, tile = (40, 24), (16, 8)
-    want = Runtime(engine_bundle, backend="ort-cpu", tile=tile).generate([5], size, out="float")
+    loaded = gpu.tensorrt.Builder(None).create_builder_config().create_timing_cache(cache.read_bytes())
+    assert loaded.entries == 7 + 3  # the saved cache was loaded, and saved after the three builds
     with pytest.raises(BackendUnavailable, match="version-compatible.*--allow-engine-host-code"):
-        Runtime(engine_bundle, backend="tensorrt", tile=tile)
-    with Runtime(engine_bundle, backend="tensorrt", tile=tile, allow_engine_host_code=True) as runtime:
-        np.testing.assert_array_equal(runtime.generate([5], size, out="float"), want)
-    assert fake_gpu.live() == {"device": 0, "pinned": 0, "stream": 0, "event": 0}
+        Runtime(bundle_dir, backend="tensorrt", tile=(16, 8))
+    want = Runtime(bundle_dir, backend="ort-cpu", tile=(16, 8)).generate([5], (40, 24), out="float")
+    with Runtime(bundle_dir, backend="tensorrt", tile=(16, 8), allow_engine_host_code=True) as runtime:
+        np.testing.assert_array_equal(runtime.generate([5], (40, 24), out="float"), want)
+    assert not any(gpu.live().values())
 
 
-def test_same_compute_capability_engines_need_tensorrt_10_9(fake_gpu, engine_bundle, monkeypatch):
-    plan = plan_for(engine_bundle)
+@pytest.mark.parametrize("fake_gpu", ["10.3.0.30", "11.1.0"], indirect=True)
+def test_engines_and_manifest_entries(fake_gpu, engine_bundle, tmp_path):
+    check_build(fake_gpu, engine_bundle, tmp_path)
+
+
+@pytest.mark.parametrize("fake_gpu", ["10.3.0.30"], indirect=True)
+def test_same_compute_capability_engines_need_tensorrt_10_9(fake_gpu, engine_bundle):
     with pytest.raises(EngineBuildError, match=r"TensorRT 10\.3\.0\.30 has no same-compute-capability engines "
                                                r"\(10\.9 and later.*ampere_plus"):
-        build_engines(engine_bundle, plan, hardware="same_compute_capability")
+        build(engine_bundle, hardware="same_compute_capability")
     assert not read_bundle(engine_bundle).engines
-    monkeypatch.setattr(FakeTrt, "__version__", "10.9.0.34")
-    monkeypatch.setattr(FakeTrt, "HardwareCompatibilityLevel",
-                        SimpleNamespace(AMPERE_PLUS="ampere_plus", SAME_COMPUTE_CAPABILITY="same_compute_capability"))
-    entries = build_engines(engine_bundle, plan, hardware="same_compute_capability")
+
+
+@pytest.mark.parametrize("fake_gpu", ["10.9.0.34", "11.1.0"], indirect=True)
+def test_same_compute_capability_engines(fake_gpu, engine_bundle):
+    entries = build(engine_bundle, hardware="same_compute_capability")
     for entry in entries.values():
-        assert json.loads((engine_bundle / entry["file"]).read_text())["hardware"] == "same_compute_capability"
+        assert read_plan((engine_bundle / entry["file"]).read_bytes())["hardware"] == "SAME_COMPUTE_CAPABILITY"
         assert entry["hardware_compatibility"] == "same_compute_capability"
 
 
 def test_unparsable_graph_is_one_error_and_no_engines(fake_gpu, engine_bundle):
-    plan = plan_for(engine_bundle)
     manifest = read_bundle(engine_bundle).manifest
     (engine_bundle / "lines.onnx").write_bytes(b"not onnx")
-    manifest["graphs"]["lines"]["sha256"] = __import__("hashlib").sha256(b"not onnx").hexdigest()
+    manifest["graphs"]["lines"]["sha256"] = hashlib.sha256(b"not onnx").hexdigest()
     write_manifest(engine_bundle, manifest)
-    with pytest.raises(EngineBuildError, match=r"lines.onnx: TensorRT cannot parse it \(not an ONNX file\)"):
-        build_engines(engine_bundle, plan)
+    with pytest.raises(EngineBuildError, match=r"lines.onnx: TensorRT cannot parse it \(failed to parse"):
+        build(engine_bundle)
+    assert not read_bundle(engine_bundle).engines
+
+
+def check_foreign_timing_cache_refused(gpu, bundle_dir, tmp_path):
+    """A timing cache TensorRT refuses (another GPU) is one error, and no engine is built."""
+    cache = tmp_path / "timing.cache"
+    gpu.name = "Other GPU"
+    cache.write_bytes(gpu.tensorrt.Builder(None).create_builder_config().create_timing_cache(b"").serialize())
+    gpu.name = "Fake GPU"
+    with pytest.raises(CrepsError, match="timing cache"):
+        build(bundle_dir, timing_cache=cache)
+    assert not read_bundle(bundle_dir).engines
+
+
+def test_a_timing_cache_from_another_gpu_is_refused(fake_gpu, engine_bundle, tmp_path):
+    check_foreign_timing_cache_refused(fake_gpu, engine_bundle, tmp_path)
+
+
+@pytest.mark.parametrize("call", ["build_serialized_network", "add_optimization_profile"])
+def test_tensorrt_refusing_a_build_call_is_one_error(fake_gpu, engine_bundle, call):
+    fake_gpu.refuse.add(call)
+    with pytest.raises(EngineBuildError, match="TensorRT"):
+        build(engine_bundle)
     assert not read_bundle(engine_bundle).engines
