@@ -126,12 +126,12 @@ class RangedBackend(Backend):
 
 
 def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
-    B, R = 3, 8
+    B, C, R = (runtime.model[k] for k in ("num_blocks", "biline_channels", "rank"))
     ranges = {
         ("mapping", "z"): [(1, 2), (32, 32)],
         ("lines", "ys"): [(4, 16)], ("lines", "xs"): [(4, 24)],
-        ("pixels", "cols"): [(1, 2), (B, B), (32, 32), (4, 10), (R, R)],
-        ("pixels", "rows"): [(1, 2), (B, B), (32, 32), (4, 12), (R, R)],
+        ("pixels", "cols"): [(1, 2), (B, B), (C, C), (4, 10), (R, R)],
+        ("pixels", "rows"): [(1, 2), (B, B), (C, C), (4, 12), (R, R)],
     }
     backend = None
 

@@ -1,28 +1,26 @@
-"""A tiny bundle (no engines) shared by the TensorRT tests."""
+"""The tiny bundle the package ships (creps/data/tiny/, no engines), a fresh copy per test, and
+the fake GPU: these tests run with numpy and ONNX Runtime (and TensorRT, where present) only."""
 
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import random_generator  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    from creps.export import export_bundle
-
-    return export_bundle(random_generator(), tmp_path_factory.mktemp("trt") / "bundle", verify=False)
+from creps.runtime.doctor import tiny_bundle
 
 
 @pytest.fixture
-def engine_bundle(bundle, tmp_path):
-    """A copy of the tiny bundle that a test may add engines to."""
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle, copy)
+def bundle(tmp_path_factory):
+    """This test's own copy of the tiny bundle: it may add engines to it or edit it."""
+    copy = tmp_path_factory.mktemp("trt") / "bundle"
+    shutil.copytree(tiny_bundle(), copy)
     return copy
+
+
+@pytest.fixture
+def engine_bundle(bundle):
+    """A copy of the tiny bundle that a test may add engines to."""
+    return bundle
 
 
 @pytest.fixture
