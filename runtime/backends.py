@@ -12,7 +12,7 @@ is small on purpose. A backend subclasses `Backend`:
         def close(self) -> None: ...   # default: nothing to free; also __enter__ / __exit__
 
 `run` evaluates the stage graph ("mapping", "lines" or "pixels") on float32 host arrays
-keyed by the contract's input names (docs/architecture.md's stage table: mapping z, psi; lines ws,
+keyed by the contract's input names (creps.runtime.stages: mapping z, psi; lines ws,
 ys, xs; pixels ws, cols, rows) and returns every output by name (ws; cols, rows; img) as
 float32 host arrays. Inputs may be non-contiguous views; the backend copies what it
 needs. The runtime copies what it keeps from a result before the next `run`, so a

@@ -14,7 +14,7 @@ import torch
 import creps
 from creps.errors import ExportError
 from creps.export import export_bundle, verify, writer
-from creps.runtime.bundle import FORMAT_VERSION, read_bundle, sha256_file
+from creps.runtime.bundle import read_bundle, sha256_file
 
 from export_support import CONFIG, copy_stage_from
 
@@ -22,7 +22,7 @@ from export_support import CONFIG, copy_stage_from
 def test_manifest_describes_model_graphs_and_source(bundle, checkpoint):
     b = read_bundle(bundle)
     m = b.manifest
-    assert m["format_version"] == FORMAT_VERSION
+    assert m["format_version"] == 2
     assert m["model"] == {
         "z_dim": 32, "w_dim": 24, "num_ws": CONFIG.num_ws, "num_blocks": 3, "blocks": [8, 16, 32], "rank": 4,
         "biline_channels": 32, "img_resolution": 32, "img_channels": 3, "mapping_layers": 2,
@@ -38,6 +38,28 @@ def test_manifest_describes_model_graphs_and_source(bundle, checkpoint):
         assert entry["modulation"] == writer.MODULATION[stage]
     assert sorted(p.name for p in bundle.iterdir()) == sorted(
         ["manifest.json", "mapping.onnx", "lines.onnx", "pixels.onnx", "generator.onnx"])
+
+
+def test_manifest_records_the_stage_contract_and_graphs_follow_it(bundle):
+    m = read_bundle(bundle).manifest
+    # DESIGN's stage table, as the manifest's "stages" section writes it (lists in call order).
+    z, psi = ("z", ["batch", "z_dim"]), ("psi", [1])
+    ws, ys, xs = ("ws", ["batch", "num_ws", "w_dim"]), ("ys", ["height"]), ("xs", ["width"])
+    cols = ("cols", ["batch", "num_blocks", "biline_channels", "height", "rank"])
+    rows = ("rows", ["batch", "num_blocks", "biline_channels", "width", "rank"])
+    img = ("img", ["batch", "img_channels", "height", "width"])
+    table = {"mapping": ([z, psi], [ws]), "lines": ([ws, ys, xs], [cols, rows]), "pixels": ([ws, cols, rows], [img]),
+             "generator": ([z, psi, ys, xs], [img])}
+    assert m["stages"] == {stage: {side: [{"name": n, "dtype": "float32", "axes": a} for n, a in tensors]
+                                   for side, tensors in zip(("inputs", "outputs"), io)}
+                           for stage, io in table.items()}
+    # Each graph's IO: the table's names in call order, dynamic axes named as in the table.
+    for stage, io in table.items():
+        for side, tensors in zip(("inputs", "outputs"), io):
+            assert m["graphs"][stage][side] == [
+                {"name": n, "dtype": "float32",
+                 "shape": [x if isinstance(x, int) or x in ("batch", "height", "width") else m["model"][x] for x in a]}
+                for n, a in tensors]
 
 
 def test_verification_record_covers_six_sizes_two_batches(bundle):

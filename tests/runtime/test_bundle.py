@@ -70,7 +70,7 @@ def test_wrong_hash(folder):
 @pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1", None])
 def test_unknown_format_version(folder, version):
     edit_manifest(folder, lambda m: m.update(format_version=version))
-    with pytest.raises(BundleError, match=f"bundle format version {version!r}, this creps reads version"):
+    with pytest.raises(BundleError, match=f"bundle format version {version!r}, this creps reads versions 1 and 2;"):
         read_bundle(folder)
 
 
