@@ -21,6 +21,7 @@ from PIL import Image
 
 from creps import grid
 from creps.runtime import Runtime
+from creps.runtime.bundle import sha256_file
 from creps.runtime.cli import cli as python_cli
 from in_process import in_process
 
@@ -96,6 +97,25 @@ def test_default_size_and_one_file(bundle, tmp_path):
     with Runtime(bundle, backend="ort-cpu") as runtime:
         assert np.array_equal(read_png(tmp_path / "one.png"), runtime.generate(7)[0])
     assert files_under(tmp_path) == ["one.png"]  # no temporary left
+
+
+def test_default_bundle_is_creps_runs_cached_export(bundle, tmp_path, monkeypatch):
+    """No --bundle: the folder creps-run exports the default model into (creps.runtime.default), or one line."""
+    from creps.runtime.default import cache_root, default_bundle, default_checkpoint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cached = cache_root() / f"default-{sha256_file(default_checkpoint())[:16]}"
+    missing = subprocess.run([str(CLI), "--out", str(tmp_path / "a.png")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith(f"error: no --bundle given and the default model is not exported yet (into "
+                                     f"{cached}): run creps-run once")
+    shutil.copytree(bundle, cached)  # stands in for the export, so no PyTorch is needed here
+    assert default_bundle() == cached  # the folder Python would use
+    made = subprocess.run([str(CLI), "--size", "9x5", "--out", str(tmp_path / "a.png")], capture_output=True, env=env)
+    assert made.returncode == 0, made.stderr
+    with Runtime(bundle) as runtime:
+        assert np.array_equal(read_png(tmp_path / "a.png"), runtime.generate(0, (9, 5))[0])
 
 
 @pytest.mark.parametrize("out", ["faces/", "faces"])

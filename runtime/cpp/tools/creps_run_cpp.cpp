@@ -327,25 +327,29 @@ int main(int argc, char** argv) {
                  "The PNG is streamed band by band, so memory stays flat however large the image.",
                  "creps-run-cpp"};
     app.set_version_flag("--version", std::string("creps-run-cpp ") + CREPS_VERSION);
-    const std::vector<std::pair<std::string, std::string>> declared = {
-        {"--bundle", "Bundle folder from creps-export (default: the bundled default model, as creps-run exported "
+    struct Declared {
+        std::string name, metavar, help;
+    };
+    const std::vector<Declared> declared = {
+        {"--bundle", "PATH", "Bundle folder from creps-export (default: the bundled default model, as creps-run exported "
                      "it into the user cache)."},
-        {"--size", "Output WIDTHxHEIGHT (default: the training resolution)."},
-        {"--seeds", "Seeds, e.g. 0,3,5-8.  [default: 0]"},
-        {"--trunc", "Truncation psi.  [default: 1.0]"},
-        {"--window", "The plane's part to show, x0,y0,x1,y1 (zoom/pan)."},
-        {"--fit", "Non-square sizes without --window: extend the view or stretch it.  [default: extend]"},
-        {"--tile", "Pixel tile WxH (default: 128x64 on the CPU, the engine profile's largest on TensorRT)."},
-        {"--max-memory", "Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles."},
-        {"--backend", "auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.  [default: auto]"},
-        {"--batch", "Seeds per run of the graphs.  [default: 1]"},
-        {"--threads", "CPU threads (default: all cores)."},
-        {"--out", OUT_RULE},
+        {"--size", "WxH", "Output WIDTHxHEIGHT (default: the training resolution)."},
+        {"--seeds", "SEEDS", "Seeds, e.g. 0,3,5-8.  [default: 0]"},
+        {"--trunc", "FLOAT", "Truncation psi.  [default: 1.0]"},
+        {"--window", "x0,y0,x1,y1", "The plane's part to show, x0,y0,x1,y1 (zoom/pan)."},
+        {"--fit", "[extend|stretch]", "Non-square sizes without --window: extend the view or stretch it.  [default: extend]"},
+        {"--tile", "WxH", "Pixel tile WxH (default: 128x64 on the CPU, the engine profile's largest on TensorRT)."},
+        {"--max-memory", "BYTES", "Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles."},
+        {"--backend", "[auto|ort-cpu|ort-cuda|tensorrt]", "auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.  [default: auto]"},
+        {"--batch", "INTEGER RANGE", "Seeds per run of the graphs.  [default: 1]"},
+        {"--threads", "INTEGER RANGE", "CPU threads (default: all cores)."},
+        {"--out", "PATH", OUT_RULE},
     };
     std::vector<std::pair<CLI::Option*, std::string>> options;
-    for (const auto& [name, help] : declared) {
+    for (const auto& [name, metavar, help] : declared) {
         // Taken as text and validated below, as click's types would; the last of repeated ones counts.
-        options.emplace_back(app.add_option(name, CLI::callback_t{}, help, false)->take_last(), name);
+        auto* option = app.add_option(name, CLI::callback_t{}, help, false)->take_last()->type_name(metavar);
+        options.emplace_back(option, name);
     }
     bool host_code = false;
     app.add_flag("--allow-engine-host-code", host_code,
