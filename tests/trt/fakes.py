@@ -16,7 +16,7 @@ CUDA (`FakeGpu.cudart`, a stand-in for `cuda.bindings.runtime`):
   (cudaMallocHost, cudaHostAlloc) is real host memory, page aligned, and device
   accessible (UVA), as in CUDA. Any other host address is pageable.
 - A stream queues its copies, kernels and event records and runs them only when the
-  stream or an event recorded on it is synchronized, or, with `seed`, also a random
+  stream or an event recorded on it is synchronized, or, after `interleave(seed)`, also a random
   number of them at every call (a random legal interleaving: in order per stream).
   Copies touching pinned memory read and write it when they run, so host code that
   writes a pinned buffer before its earlier upload ran, or reads one before the download
@@ -104,7 +104,6 @@ class cudaMemcpyKind(enum.IntEnum):
 OK = cudaError_t.cudaSuccess
 DEVICE_BASE = 1 << 52  # not a host address on any 64-bit OS
 DEVICE_ALIGN, PAGE = 256, 4096
-KINDS = ("device", "pinned", "stream", "event", "engine", "context")
 
 
 class Handle:
@@ -147,10 +146,10 @@ class Op:
 class FakeGpu:
     """One simulated GPU: its memory, streams, events and live TensorRT objects."""
 
-    def __init__(self, tensorrt_version: str = "10.3.0.30", seed: int | None = None, fail_at: int | None = None,
-                 name: str = "Fake GPU", compute_capability: tuple[int, int] = (8, 7)):
+    def __init__(self, tensorrt_version: str = "10.3.0.30", fail_at: int | None = None, name: str = "Fake GPU",
+                 compute_capability: tuple[int, int] = (8, 7)):
         self.name, self.compute_capability = name, compute_capability
-        self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.rng = None  # see interleave
         self.fail_at = fail_at  # the allocation (1-based, any kind) that fails
         self.allocations = 0  # every allocation asked for, failed ones included
         self.calls: list[str] = []  # cudart calls, in order
@@ -167,6 +166,8 @@ class FakeGpu:
         # TensorRT calls that fail as on an internal error (out of memory, a CUDA error):
         # they log an error and return False, None or -1, as the real ones do then.
         self.refuse: set[str] = set()
+        # Tensors the builder gives another dtype, by name ("HALF"), as for a graph with FP16 IO.
+        self.io_dtypes: dict[str, str] = {}
         self.serials = itertools.count(1)
         self.cudart = _cudart(self)
         self.tensorrt = tensorrt_module(tensorrt_version, self)
@@ -177,7 +178,7 @@ class FakeGpu:
 
     # -- bookkeeping
     def live(self) -> dict[str, int]:
-        """What is allocated and not yet freed, per kind (KINDS)."""
+        """What is allocated and not yet freed, per kind."""
         blocks = [b.kind for b in self._blocks.values()]
         return {"device": blocks.count("device"), "pinned": blocks.count("pinned"), "stream": len(self._streams),
                 "event": len(self._events), **self._objects}
@@ -258,6 +259,7 @@ class FakeGpu:
                 self.run_until(queue, queue[0])
 
     def fault(self):
+        """An illegal address: sticky, as in CUDA (every later call returns it)."""
         self.sticky = cudaError_t.cudaErrorIllegalAddress
 
 
@@ -267,7 +269,7 @@ def _cudart(gpu: FakeGpu) -> types.SimpleNamespace:
     def call(fn):
         def wrapper(*args):
             gpu.calls.append(fn.__name__)
-            if gpu.sticky is not None and fn.__name__ not in ("cudaGetErrorString",):
+            if gpu.sticky is not None and fn.__name__ != "cudaGetErrorString":
                 return (gpu.sticky,) if fn.__name__ in NO_VALUE else (gpu.sticky, None)
             result = fn(*args)
             gpu.wander()
@@ -344,12 +346,11 @@ def _cudart(gpu: FakeGpu) -> types.SimpleNamespace:
         return (OK,)
 
     def cudaStreamSynchronize(stream):
-        queue = gpu._streams.get(int(stream)) if stream is not None and int(stream) else None
-        if queue is None:
-            if stream is None or int(stream) == 0:
-                raise NotModelled("the legacy default stream")
+        if stream is None or int(stream) == 0:
+            raise NotModelled("the legacy default stream")
+        if int(stream) not in gpu._streams:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
-        gpu.run_until(queue)
+        gpu.run_until(gpu._streams[int(stream)])
         return (gpu.sticky or OK,)
 
     def cudaStreamQuery(stream):
@@ -479,8 +480,6 @@ RELEASES = {
                          "STRICT_NANS": 23, "MONITOR_MEMORY": 24, "EDITABLE_TIMING_CACHE": 26,
                          "DISTRIBUTIVE_INDEPENDENCE": 27}},
 }
-# 10.9 added SAME_COMPUTE_CAPABILITY (NvInferRuntime.h release/10.9).
-HARDWARE_LEVEL_10_9 = "SAME_COMPUTE_CAPABILITY"
 ORT_TYPES = {"tensor(float)": ("FLOAT", np.float32), "tensor(float16)": ("HALF", np.float16),
              "tensor(int8)": ("INT8", np.int8), "tensor(int32)": ("INT32", np.int32),
              "tensor(int64)": ("INT64", np.int64), "tensor(bool)": ("BOOL", np.bool_),
@@ -540,12 +539,13 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
         raise NotModelled(f"TensorRT {version}")
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
-    tables = {k: dict(v) for k, v in RELEASES[major].items()}
-    if major == 10 and minor >= 9:
-        tables["HardwareCompatibilityLevel"][HARDWARE_LEVEL_10_9] = 2
-    for name, members in tables.items():
-        setattr(trt, name, enum.IntEnum(name, members))
-    T = trt  # the enums, by name, below
+    tables = {k: dict(v) for k, v in RELEASES[major].items()}  # any 10.x: 10.3's members, and
+    if major == 10 and minor >= 9:  # kSAME_COMPUTE_CAPABILITY = 2 from 10.9 (NvInferRuntime.h release/10.9)
+        tables["HardwareCompatibilityLevel"]["SAME_COMPUTE_CAPABILITY"] = 2
+    T = types.SimpleNamespace(**{name: enum.IntEnum(name, members) for name, members in tables.items()})
+    for name, value in vars(T).items():
+        if name != "Severity":  # ILogger.Severity: an attribute of the logger classes only
+            setattr(trt, name, value)
 
     def typed(value, enum_name):
         if not isinstance(value, getattr(T, enum_name)):
@@ -760,7 +760,7 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
                 raise NotModelled("EXCLUDE_LEAN_RUNTIME")
             header = {"version": version, "version_compatible": vc, "hardware": config.hardware_level.name,
                       "device": device_key(), "workspace": config.pools.get(T.MemoryPoolType.WORKSPACE),
-                      "network_flags": network.flags, "builder_flags": config.flags,
+                      "network_flags": network.flags, "builder_flags": config.flags, "io_dtypes": dict(gpu.io_dtypes),
                       "profile": {k: [list(s) for s in v] for k, v in profile.items()}}
             head = json.dumps(header).encode()
             return IHostMemory(PLAN_MAGIC + len(head).to_bytes(4, "little") + head + network.onnx)
@@ -807,8 +807,8 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
         def __init__(self, runtime, header, onnx):
             self._runtime = runtime  # keep_alive: the engine keeps its runtime
             self.session, self.key = session(onnx), hashlib.sha256(onnx).hexdigest()
-            self.io = {name: (getattr(T.TensorIOMode, mode), getattr(T.DataType, dtype), Dims(shape))
-                       for name, mode, dtype, shape in _graph_io(self.session)}
+            self.io = {name: (getattr(T.TensorIOMode, mode), getattr(T.DataType, header["io_dtypes"].get(name, dtype)),
+                              Dims(shape)) for name, mode, dtype, shape in _graph_io(self.session)}
             self.names = list(self.io)
             self.profile = {k: tuple(Dims(s) for s in v) for k, v in header["profile"].items()}
             self.logger = runtime.logger
@@ -924,25 +924,23 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
             if missing:
                 return self._error(f"enqueueV3: no address set for {missing}")
             outputs = {n: self.get_tensor_shape(n) for n in self.engine.names if n not in shapes}
-            io = {n: (self.addresses[n], (shapes | outputs)[n], self.engine.io[n][1]) for n in self.engine.names}
+            np_types = {getattr(T.DataType, t[0]): np.dtype(t[1]) for t in ORT_TYPES.values()}
+            # What the kernel uses, captured now (not the context: the work must not keep it alive).
+            io = {n: (self.addresses[n], (shapes | outputs)[n], np_types[self.engine.io[n][1]])
+                  for n in self.engine.names}
             sess = self.engine.session
-            np_types = {getattr(T.DataType, t[0]): t[1] for t in ORT_TYPES.values()}
-
-            def tensor(name):
-                addr, shape, dtype = io[name]
-                np_type = np.dtype(np_types[dtype])
-                raw = gpu.view(addr, int(np.prod(shape)) * np_type.itemsize, device_access=True)
-                return None if raw is None else raw.view(np_type).reshape(shape)
 
             def run():
-                views = {n: tensor(n) for n in self.engine.names}
+                views = {n: gpu.view(addr, int(np.prod(shape)) * dtype.itemsize, device_access=True)
+                         for n, (addr, shape, dtype) in io.items()}
                 if any(v is None for v in views.values()):
                     return gpu.fault()  # a tensor outside device-accessible memory: illegal address
-                results = sess.run(None, {n: views[n].copy() for n in shapes})
+                views = {n: v.view(io[n][2]).reshape(io[n][1]) for n, v in views.items()}
+                results = sess.run(None, {i.name: views[i.name].astype(ORT_TYPES[i.type][1]) for i in sess.get_inputs()})
                 for o, value in zip(sess.get_outputs(), results):
-                    views[o.name][...] = value
+                    views[o.name][...] = value.astype(views[o.name].dtype)
 
-            ranges = [(a, int(np.prod(s)) * np.dtype(np_types[d]).itemsize) for a, s, d in io.values()]
+            ranges = [(addr, int(np.prod(shape)) * dtype.itemsize) for addr, shape, dtype in io.values()]
             gpu.enqueue(stream_handle, Op("execute_async_v3", run, ranges, context=self.serial))
             return True
 

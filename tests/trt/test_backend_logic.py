@@ -1,9 +1,7 @@
 """The TensorRT backend's pure logic: engine compatibility, the double-buffer order, CUDA error checks."""
 
-import enum
-from types import SimpleNamespace
-
 import pytest
+from fakes import FakeGpu
 
 from creps.runtime.backends import BackendUnavailable
 from creps.runtime.trt import CudaError, Device, check_engine, check_host_code, cuda_call, pipeline_order
@@ -76,18 +74,10 @@ def test_pipeline_order_double_buffers(count):
         assert order[:3] == [("submit", 0), ("submit", 1), ("collect", 0)]
 
 
-class FakeError(enum.IntEnum):
-    cudaSuccess = 0
-    cudaErrorMemoryAllocation = 2
-
-
-FAKE_CUDART = SimpleNamespace(cudaError_t=FakeError,
-                              cudaGetErrorString=lambda err: (FakeError.cudaSuccess, b"out of memory"))
-
-
 def test_cuda_call_unpacks_and_checks():
-    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess,)) is None
-    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess, 1234)) == 1234
-    assert cuda_call(FAKE_CUDART, (FakeError.cudaSuccess, 1, 2)) == (1, 2)
-    with pytest.raises(CudaError, match="CUDA error 2: out of memory"):
-        cuda_call(FAKE_CUDART, (FakeError.cudaErrorMemoryAllocation, 0))
+    cudart = FakeGpu(fail_at=2).cudart  # cuda-python's (error, *values) tuples and error names
+    assert cuda_call(cudart, (cudart.cudaError_t.cudaSuccess,)) is None
+    assert cuda_call(cudart, (cudart.cudaError_t.cudaSuccess, 1, 2)) == (1, 2)
+    assert isinstance(cuda_call(cudart, cudart.cudaMalloc(16)), int)
+    with pytest.raises(CudaError, match="CUDA error 2: cudaErrorMemoryAllocation"):
+        cuda_call(cudart, cudart.cudaMalloc(16))

@@ -81,6 +81,17 @@ def check_failed_enqueue_raises(gpu, bundle_dir, call):
             gpu.refuse.discard(call)
 
 
+def check_non_float32_engine_refused(gpu, bundle_dir):
+    """An engine whose output is FP16 (a graph with FP16 IO) is refused before anything runs."""
+    gpu.io_dtypes = {"img": "HALF"}
+    add_engines(bundle_dir, tile=(8, 8), sizes=[(24, 24)])
+    gpu.io_dtypes = {}
+    with pytest.raises(BackendUnavailable, match="tensor img is not float32"):
+        with Runtime(bundle_dir, backend="tensorrt", tile=(8, 8)) as runtime:
+            runtime.generate([3], (24, 24))
+    assert not any(gpu.live().values())
+
+
 @pytest.mark.parametrize("size, tile", [((40, 24), (16, 8)), ((17, 29), (7, 5))])
 def test_images_equal_onnx_runtime_bit_for_bit(fake_gpu, engine_bundle, size, tile):
     add_engines(engine_bundle, tile, [size])
@@ -139,6 +150,10 @@ def test_tensorrt_refusing_a_call_is_one_error(fake_gpu, engine_bundle, call):
     add_engines(engine_bundle)
     check_failed_enqueue_raises(fake_gpu, engine_bundle, call)
     assert fake_gpu.live() == NONE_LIVE
+
+
+def test_an_engine_with_fp16_io_is_refused(fake_gpu, engine_bundle):
+    check_non_float32_engine_refused(fake_gpu, engine_bundle)
 
 
 def test_engine_from_another_tensorrt_is_refused(fake_gpu, engine_bundle):

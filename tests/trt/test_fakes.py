@@ -69,6 +69,8 @@ def test_every_name_the_simulator_has_exists_in_that_release(version):
         own = {m for m in vars(fake) if not m.startswith("_")} if not hasattr(fake, "__members__") \
             else set(fake.__members__)
         assert own <= set(members) | {"Severity", "messages", "min_severity"}, (cls, own - set(members))
+    public = {n for n in vars(trt) if not n.startswith("_")}
+    assert public <= set(real) | set(real["<module>"]), public - set(real) - set(real["<module>"])
     enums = ["NetworkDefinitionCreationFlag", "BuilderFlag", "HardwareCompatibilityLevel", "TensorIOMode",
              "DataType", "MemoryPoolType"]
     for name in enums:  # and every real member is there
@@ -289,3 +291,20 @@ def test_a_build_without_a_profile_for_a_dynamic_input_fails(bundle):
         builder.build_serialized_network(builder.create_network(0), config)
     with pytest.raises(TypeError):
         config.set_memory_pool_limit(0, 1 << 20)  # pybind refuses an int for an enum
+
+
+def test_destroying_a_context_with_work_queued_is_undefined_behaviour(bundle):
+    """TensorRT: releasing what enqueueV3 uses before the stream is synchronized is undefined."""
+    gpu = FakeGpu()
+    engine, _ = pixels_engine(gpu, bundle)
+    context = engine.create_execution_context()
+    cudart = gpu.cudart
+    stream = ok(cudart.cudaStreamCreate())
+    for name, shape in pixel_shapes(bundle, 5, 7).items():
+        context.set_input_shape(name, shape)
+    for name in ("ws", "cols", "rows", "img"):
+        assert context.set_tensor_address(name, ok(cudart.cudaMalloc(4096 * 4)))
+    assert context.execute_async_v3(stream)
+    del context
+    with pytest.raises(UndefinedBehaviour, match="context was destroyed"):
+        cudart.cudaStreamSynchronize(stream)

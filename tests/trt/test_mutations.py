@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 from test_backend_with_fakes import (add_engines, check_failed_enqueue_raises, check_images,
-                                     check_out_of_profile_refused)
+                                     check_non_float32_engine_refused, check_out_of_profile_refused)
 from test_builder_with_fakes import check_build, check_foreign_timing_cache_refused
 
 from creps.runtime.bundle import read_bundle
@@ -40,6 +40,10 @@ def close_after_abandoned_stream(gpu, bundle, tmp_path):
 
 def out_of_profile(gpu, bundle, tmp_path):
     check_out_of_profile_refused(gpu, bundle)
+
+
+def fp16_engine(gpu, bundle, tmp_path):
+    check_non_float32_engine_refused(gpu, bundle)
 
 
 def unchecked_execute(gpu, bundle, tmp_path):
@@ -81,6 +85,8 @@ MUTATIONS = {
         RUNTIME, "ctypes.POINTER(ctypes.c_float)),\n                                              shape=(sizes[n] // 4,))",
         "ctypes.POINTER(ctypes.c_uint16)),\n                                              shape=(sizes[n] // 4,)"
         ").view(np.float16)", images, {}),
+    "an engine's FP16 output read as float32 (dtype check dropped)": (
+        RUNTIME, "if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:", "if False:", fp16_engine, None),
     "execute_async_v3's False not checked": (
         RUNTIME, "if not self.context.execute_async_v3(stream):", "if not (self.context.execute_async_v3(stream) or True):",
         unchecked_execute, {}),
