@@ -465,8 +465,8 @@ struct Runtime::Impl {
     // As as_latents: n >= 1 rows of `width` finite values.
     static void check_latents(const std::string& name, const std::vector<float>& values, size_t width,
                               const std::string& want) {
-        if (values.empty() || values.size() % width != 0)
-            throw Error(name + " has shape [" + std::to_string(values.size()) + "]; this bundle's model takes [N, " +
+        if (values.empty() || values.size() % width != 0)  // a flat vector: its length is what can be wrong
+            throw Error(name + " has " + std::to_string(values.size()) + " values; this bundle's model takes [N, " +
                         want + "], N >= 1");
         if (!std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); }))
             throw Error(name + " has NaN or Inf values");
