@@ -149,6 +149,7 @@ class FakeGpu:
     def __init__(self, tensorrt_version: str = "10.3.0.30", fail_at: int | None = None, name: str = "Fake GPU",
                  compute_capability: tuple[int, int] = (8, 7)):
         self.name, self.compute_capability = name, compute_capability
+        self.present = True  # False: a machine whose driver sees no GPU
         self.rng = None  # see interleave
         self.fail_at = fail_at  # the allocation (1-based, any kind) that fails
         self.allocations = 0  # every allocation asked for, failed ones included
@@ -278,7 +279,7 @@ def _cudart(gpu: FakeGpu) -> types.SimpleNamespace:
         return wrapper
 
     def cudaGetDeviceCount():
-        return OK, 1
+        return (OK, 1) if gpu.present else (cudaError_t.cudaErrorNoDevice, 0)
 
     def cudaGetDevice():
         return OK, 0
@@ -601,6 +602,7 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
     class OnnxParser:
         def __init__(self, network, logger):
             self.network, self.logger, self._errors = network, logger, []
+            network._parser = self  # keep_alive: the network keeps its parser (it owns the weights)
 
         @property
         def num_errors(self):

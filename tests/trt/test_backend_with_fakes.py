@@ -156,6 +156,16 @@ def test_an_engine_with_fp16_io_is_refused(fake_gpu, engine_bundle):
     check_non_float32_engine_refused(fake_gpu, engine_bundle)
 
 
+def test_without_a_gpu_the_backend_is_unavailable_and_auto_falls_back(fake_gpu, engine_bundle, caplog):
+    add_engines(engine_bundle)
+    fake_gpu.present = False
+    with pytest.raises(BackendUnavailable, match="no usable CUDA device.*cudaErrorNoDevice"):
+        Runtime(engine_bundle, backend="tensorrt")
+    with caplog.at_level(logging.WARNING):
+        assert Runtime(engine_bundle, backend="auto").backend.name == "ort-cpu"
+    assert not any(fake_gpu.live().values())
+
+
 def test_engine_from_another_tensorrt_is_refused(fake_gpu, engine_bundle):
     add_engines(engine_bundle, tensorrt_version="10.2.0.19")
     with pytest.raises(BackendUnavailable, match=r"built with TensorRT 10\.2\.0\.19.*creps-export --out .* --trt"):
