@@ -275,7 +275,8 @@ class _StageEngine:
         slot.shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
         for name in self.inputs + self.outputs:
             if not self.context.set_tensor_address(name, int(slot.device[name])):
-                raise CrepsError(f"tensorrt: the {self.stage} engine refuses the address of {name} (see the TensorRT log)")
+                raise CrepsError(f"tensorrt: the {self.stage} engine refuses the address of {name} "
+                                 "(see the TensorRT log)")
         if not self.context.execute_async_v3(stream):
             raise CrepsError(f"tensorrt: executing the {self.stage} engine failed (see the TensorRT log)")
         for name in self.outputs:

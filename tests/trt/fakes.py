@@ -938,7 +938,8 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
                 if any(v is None for v in views.values()):
                     return gpu.fault()  # a tensor outside device-accessible memory: illegal address
                 views = {n: v.view(io[n][2]).reshape(io[n][1]) for n, v in views.items()}
-                results = sess.run(None, {i.name: views[i.name].astype(ORT_TYPES[i.type][1]) for i in sess.get_inputs()})
+                feeds = {i.name: views[i.name].astype(ORT_TYPES[i.type][1]) for i in sess.get_inputs()}
+                results = sess.run(None, feeds)
                 for o, value in zip(sess.get_outputs(), results):
                     views[o.name][...] = value.astype(views[o.name].dtype)
 

@@ -29,7 +29,8 @@ def host_array(cudart, ptr, n):
 @pytest.mark.parametrize("version, values", [
     # NvInfer.h release/10.3: kEXPLICIT_BATCH = 0 (deprecated), kSTRONGLY_TYPED = 1; kVERSION_COMPATIBLE = 13.
     ("10.3.0.30", {"NetworkDefinitionCreationFlag.STRONGLY_TYPED": 1, "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": 0,
-                   "BuilderFlag.VERSION_COMPATIBLE": 13, "BuilderFlag.FP16": 0, "HardwareCompatibilityLevel.AMPERE_PLUS": 1,
+                   "BuilderFlag.VERSION_COMPATIBLE": 13, "BuilderFlag.FP16": 0,
+                   "HardwareCompatibilityLevel.AMPERE_PLUS": 1,
                    "TensorIOMode.INPUT": 1, "TensorIOMode.OUTPUT": 2, "DataType.FLOAT": 0, "DataType.HALF": 1,
                    "MemoryPoolType.WORKSPACE": 0}),
     # NvInfer.h main (11.1): kSTRONGLY_TYPED = 0 (deprecated, always on), kVERSION_COMPATIBLE = 12,
@@ -83,7 +84,8 @@ def test_cuda_enum_values():
     assert [int(getattr(cudart.cudaError_t, n)) for n in (
         "cudaSuccess", "cudaErrorInvalidValue", "cudaErrorMemoryAllocation", "cudaErrorInvalidResourceHandle",
         "cudaErrorNotReady", "cudaErrorIllegalAddress")] == [0, 1, 2, 400, 600, 700]
-    assert [int(cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), int(cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost)] == [1, 2]
+    kinds = cudart.cudaMemcpyKind
+    assert [int(kinds.cudaMemcpyHostToDevice), int(kinds.cudaMemcpyDeviceToHost)] == [1, 2]
 
 
 # ---------------------------------------------------------------- CUDA memory and streams

@@ -82,17 +82,16 @@ MUTATIONS = {
     "no set_input_shape per call": (
         RUNTIME, "if not self.context.set_input_shape(name, feeds[name].shape):", "if False:", images, {}),
     "pinned buffers of the wrong dtype (float16)": (
-        RUNTIME, "ctypes.POINTER(ctypes.c_float)),\n                                              shape=(sizes[n] // 4,))",
-        "ctypes.POINTER(ctypes.c_uint16)),\n                                              shape=(sizes[n] // 4,)"
-        ").view(np.float16)", images, {}),
+        RUNTIME, "ctypes.POINTER(ctypes.c_float)),\n" + " " * 46 + "shape=(sizes[n] // 4,))",
+        "ctypes.POINTER(ctypes.c_uint16)),\n" + " " * 46 + "shape=(sizes[n] // 4,)).view(np.float16)", images, {}),
     "an engine's FP16 output read as float32 (dtype check dropped)": (
         RUNTIME, "if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:", "if False:", fp16_engine, None),
     "execute_async_v3's False not checked": (
-        RUNTIME, "if not self.context.execute_async_v3(stream):", "if not (self.context.execute_async_v3(stream) or True):",
-        unchecked_execute, {}),
+        RUNTIME, "if not self.context.execute_async_v3(stream):",
+        "if not (self.context.execute_async_v3(stream) or True):", unchecked_execute, {}),
     "set_timing_cache's False not checked": (
-        EXPORT, "if not config.set_timing_cache(cache, False):", "if not (config.set_timing_cache(cache, False) or True):",
-        foreign_cache, None),
+        EXPORT, "if not config.set_timing_cache(cache, False):",
+        "if not (config.set_timing_cache(cache, False) or True):", foreign_cache, None),
     "the network not strongly typed (flag 0, the 11.x value, on 10.3)": (
         EXPORT, "1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)", "1 << 0", build, None),
 }
