@@ -29,7 +29,6 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -180,9 +179,10 @@ std::string sha256_hex(const std::vector<char>& data) {
 }
 
 std::vector<char> read_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.eof() || in.bad()) throw Error(path.string() + ": cannot read it");
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    std::vector<char> data(in ? size_t(in.tellg()) : 0);
+    if (!in || !in.seekg(0) || !in.read(data.data(), std::streamsize(data.size())))
+        throw BundleError(path.string() + ": cannot read it");
     return data;
 }
 
