@@ -42,6 +42,7 @@ class OrtBackend final : public Backend {
 public:
     OrtBackend(const BundleRef& ref, const std::string& device, int threads)
         : name_("ort-" + device), bundle_(bundle_from(ref)) {
+        require_fp32();
         bool cpu = device == "cpu";
         int cores = threads > 0 ? threads : available_cores();
         workers_ = cpu ? cores : 1;
@@ -98,6 +99,21 @@ public:
     }
 
 private:
+    // As creps.runtime.precision.choose for "fp32": the bundle must have the fp32 graph of every stage run.
+    void require_fp32() const {
+        const ojson& graphs = bundle_.manifest["graphs"];
+        auto has = [&](const std::string& precision) {
+            auto key = [&](const char* stage) { return precision == "fp32" ? std::string(stage) : stage + ("." + precision); };
+            return graphs.contains("mapping") && graphs.contains(key("lines")) && graphs.contains(key("pixels"));
+        };
+        if (has("fp32")) return;
+        std::string have;
+        for (const char* precision : {"fp16", "int8"})
+            if (has(precision)) have += (have.empty() ? "" : ", ") + std::string(precision);
+        throw BundleError(bundle_.path + " has no fp32 graphs (it has: " + have +
+                          "); make them with: creps-calib --bundle " + bundle_.path);
+    }
+
     [[noreturn]] void unavailable(const std::string& provider) const {
         throw BackendUnavailable(name_ + ": ONNX Runtime cannot use " + provider +
                                  " here (it fell back to CPUExecutionProvider: no usable GPU, or CUDA/cuDNN "

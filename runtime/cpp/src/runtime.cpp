@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -97,6 +98,32 @@ struct Slot {
     std::vector<std::vector<float>> owned;
     std::vector<std::vector<float>> outputs;
     Call call;
+};
+
+// The folders a save creates for its files (as creps.files.creating_folder): removed again, when still
+// empty, unless the save succeeded.
+class CreatedFolders {
+public:
+    void make(const std::filesystem::path& folder) {
+        std::vector<std::filesystem::path> missing;
+        std::error_code ec;
+        for (auto p = folder; !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+            missing.push_back(p);
+            if (p == p.parent_path()) break;
+        }
+        std::filesystem::create_directories(folder, ec);  // a failure shows when the PNG is opened there
+        created_.insert(created_.end(), missing.begin(), missing.end());  // deepest first
+    }
+    void keep() { created_.clear(); }
+    ~CreatedFolders() {
+        for (const auto& p : created_) {
+            std::error_code ec;
+            std::filesystem::remove(p, ec);  // only if empty: something else was written there otherwise
+        }
+    }
+
+private:
+    std::vector<std::filesystem::path> created_;
 };
 
 // The images of one run of the graphs: a label each (for messages) and their z, or ws past the mapping.
@@ -420,10 +447,13 @@ struct Runtime::Impl {
             if (request.progress) request.progress(++done_steps, total);
         };
         size_t done = 0;
+        CreatedFolders folders;
         for (const Part& part : parts) {
             std::vector<std::unique_ptr<PngStream>> streams;
-            for (size_t n = 0; n < part.batch.size(); ++n)
+            for (size_t n = 0; n < part.batch.size(); ++n) {
+                folders.make(std::filesystem::path(paths[done + n]).parent_path());
                 streams.push_back(std::make_unique<PngStream>(paths[done + n], actual.width, actual.height));
+            }
             std::int64_t band_height = part.plan.tile().height;
             size_t band_bytes = static_cast<size_t>(band_height) * actual.width * 3;
             std::vector<std::uint8_t> band_pixels(part.batch.size() * band_bytes);  // (n, h, W, 3)
@@ -438,6 +468,7 @@ struct Runtime::Impl {
             for (auto& stream : streams) stream->commit();
             done += part.batch.size();
         }
+        folders.keep();
     }
 
     Batch from_seeds(const std::vector<std::int64_t>& seeds) const {

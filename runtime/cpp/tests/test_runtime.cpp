@@ -1,6 +1,8 @@
 // creps::Runtime against creps.runtime.Runtime on the same bundle and backend: the same uint8 images, bit
 // for bit (seeds, z, ws, sizes 1xN and Nx1, windows, fits, tiles, budgets, batches, threads), the same
 // mapping floats, the same refusals; save() streams the same pixels into a PNG.
+#include <filesystem>
+
 #include <png.h>
 
 #include "creps/runtime.hpp"
@@ -118,6 +120,16 @@ TEST(Runtime, SaveStreamsTheSamePixelsIntoAPng) {
         std::vector<std::uint8_t> expected(want.begin() + i * per_image, want.begin() + (i + 1) * per_image);
         EXPECT_EQ(differing(pixels, expected), 0u) << paths[i];
     }
+}
+
+TEST(Runtime, SaveMakesTheFoldersItWritesInto) {
+    creps::Runtime runtime(references()["bundle"].get<std::string>(), {"ort-cpu", 1});
+    std::filesystem::remove_all(scratch() + "/made");
+    std::string path = scratch() + "/made/deeper/seed0001.png";
+    runtime.save({path}, {1}, {5, 3});
+    int width = 0, height = 0;
+    EXPECT_EQ(decode_png(path, width, height).size(), 5u * 3 * 3);
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(scratch() + "/made/deeper"), {}), 1);  // no temporary left
 }
 
 TEST(Runtime, RequestsAreRefusedWithPythonsLine) {
