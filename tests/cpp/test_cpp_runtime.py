@@ -64,27 +64,28 @@ def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-# (size, seeds, psi, window, fit, tile, batch): 1xN, Nx1, odd, non-square both ways, windows, a stretch,
-# tiles that split the image unevenly, batches that do not divide the seeds.
+# (size, seeds, psi, window, fit, tile, batch, threads): 1xN, Nx1, odd, non-square both ways, windows, a
+# stretch, tiles that split the image unevenly, batches that do not divide the seeds, 1 and 2 threads.
 CASES = [
-    ((1, 23), "4", 1.0, None, "extend", None, 1),
-    ((29, 1), "4", 0.7, None, "extend", None, 1),
-    ((37, 21), "3,11,4", 0.7, None, "extend", (16, 8), 2),
-    ((21, 45), "0-2", 0.5, None, "stretch", (7, 5), 3),
-    ((40, 24), "9", 0.7, (0.2, -0.3, 0.9, 0.4), "extend", (13, 11), 1),
-    ((32, 32), "1,2", 1.0, (0.25, 0.25, 0.75, 0.75), "extend", None, 2),
+    ((1, 23), "4", 1.0, None, "extend", None, 1, None),
+    ((29, 1), "4", 0.7, None, "extend", None, 1, 1),
+    ((37, 21), "3,11,4", 0.7, None, "extend", (16, 8), 2, 2),
+    ((21, 45), "0-2", 0.5, None, "stretch", (7, 5), 3, None),
+    ((40, 24), "9", 0.7, (0.2, -0.3, 0.9, 0.4), "extend", (13, 11), 1, 1),
+    ((32, 32), "1,2", 1.0, (0.25, 0.25, 0.75, 0.75), "extend", None, 2, None),
 ]
 
 
-@pytest.mark.parametrize("size,seeds,psi,window,fit,tile,batch", CASES)
-def test_images_equal_the_python_runtime(bundle, tmp_path, size, seeds, psi, window, fit, tile, batch):
+@pytest.mark.parametrize("size,seeds,psi,window,fit,tile,batch,threads", CASES)
+def test_images_equal_the_python_runtime(bundle, tmp_path, size, seeds, psi, window, fit, tile, batch, threads):
     args = ["--bundle", bundle, "--backend", "ort-cpu", "--size", "%dx%d" % size, "--seeds", seeds, "--trunc", psi,
             "--fit", fit, "--batch", batch]
     args += ["--window", ",".join(map(str, window))] if window else []
     args += ["--tile", "%dx%d" % tile] if tile else []
+    args += ["--threads", threads] if threads else []
     run_cpp(*args, "--out", f"{tmp_path}/")
     seed_list = grid.parse_seeds(seeds)
-    with Runtime(bundle, backend="ort-cpu", tile=tile) as runtime:
+    with Runtime(bundle, backend="ort-cpu", tile=tile, threads=threads) as runtime:
         want = runtime.generate(seed_list, size, psi, grid.Window(*window) if window else None, fit, batch=batch)
     got = np.stack([read_png(tmp_path / f"seed{s:04d}.png") for s in seed_list])
     assert got.shape == want.shape == (len(seed_list), size[1], size[0], 3)
@@ -154,6 +155,7 @@ BAD = [
     ["--trunc", "abc"], ["--window", "1,2"], ["--window", "0,0,1,nan"], ["--fit", "foo"],
     ["--batch", "0"], ["--threads", "-2"], ["--batch", "two"], ["--max-memory", "0"], ["--max-memory", "lots"],
     ["--backend", "foo"], ["--tile", "0x4"], ["--tile", "32x32", "--max-memory", "4K"],
+    ["--tile", "32x32", "--max-memory", "4K", "--out", "OUT/new/deeper/img.png"],  # the folders made go again
     ["--seeds", "0,1", "--out", "OUT/x.png"], ["--out", "OUT/x.jpg"], ["--out", "FILE/x.png"], ["--out", "FILE"],
     ["--seeds", "0,1", "--out", "FILE"], ["NO-OUT"],
     ["--bundle", "NOWHERE"], ["--bundle", "corrupt"], ["--bundle", "hash"], ["--bundle", "future"],
@@ -189,7 +191,8 @@ def test_bad_input_is_one_line_and_no_file(bundle, tmp_path, monkeypatch, capsys
     assert files_under(out) == []
 
 
-def test_interrupt_removes_the_image_being_written(bundle, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_removes_the_image_being_written(bundle, tmp_path, signum):
     out = tmp_path / "big.png"
     process = subprocess.Popen([str(CLI), "--bundle", str(bundle), "--size", "4096x4096", "--backend", "ort-cpu",
                                 "--threads", "1", "--out", str(out)], stderr=subprocess.PIPE, text=True)
@@ -197,9 +200,9 @@ def test_interrupt_removes_the_image_being_written(bundle, tmp_path):
     while not list(tmp_path.glob(".big.png.*")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)  # the temporary exists: the image is being written
     assert process.poll() is None, "the render ended before the signal; make it larger"
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM
+    assert process.returncode == 128 + signum
     assert err.splitlines()[-1] == "interrupted"
     assert files_under(tmp_path) == []
 
