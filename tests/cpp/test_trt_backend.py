@@ -32,7 +32,7 @@ SOURCES = [FAKE / "harness.cpp", FAKE / "fake_trt.cpp", ROOT / "runtime" / "cpp"
 pytestmark = pytest.mark.skipif(not LIBRARY.is_file(), reason=f"the C++ runtime is not built ({LIBRARY} is "
                                 "missing): run runtime/cpp/build.sh, or set CREPS_CPP_BUILD to its build folder")
 GPU = Device("Fake GPU", "8.7")
-VERSION = "10.3.0"
+VERSION = "10.3.0.30"  # as trt.__version__ says on JetPack, and getInferLib*Version here
 STAGES = ("mapping", "lines", "pixels")
 # Profile 0 of each dynamic axis: (min, opt, max).
 PROFILE = {"batch": (1, 2, 4), "height": (1, 8, 16), "width": (1, 8, 16)}
@@ -188,7 +188,7 @@ def expected_refusal(bundle: Path, here: str = VERSION, device: Device = GPU, al
     ({}, VERSION, Device("Other GPU", "8.7")),
     ({"hardware_compatibility": "same_compute_capability"}, VERSION, Device("Other GPU", "8.6")),
     ({"hardware_compatibility": "ampere_plus"}, VERSION, Device("Turing", "7.5")),
-    ({"tensorrt_version": "9.3.0", "version_compatible": True}, "11.1.0", GPU),  # 11 runs 10.x engines only
+    ({"tensorrt_version": "9.3.0", "version_compatible": True}, "11.1.0.106", GPU),  # 11 runs 10.x engines only
 ])
 def test_engine_refusals_are_pythons(harness, tmp_path, entry, here, device):
     bundle = make_bundle(tmp_path, entry=lambda stage: entry if stage == "lines" else {})
@@ -200,8 +200,8 @@ def test_engine_refusals_are_pythons(harness, tmp_path, entry, here, device):
 @pytest.mark.parametrize("entry,here,device,stages", [
     ({"hardware_compatibility": "same_compute_capability"}, VERSION, Device("Other GPU", "8.7"), STAGES),
     ({"hardware_compatibility": "ampere_plus"}, VERSION, Device("Hopper", "9.0"), STAGES),
-    ({"tensorrt_version": "10.1.0", "version_compatible": True}, "11.1.0", GPU, STAGES),  # LATER_MAJORS
-    ({"tensorrt_version": "10.1.0", "version_compatible": True}, "10.3.0", GPU, ("lines",)),  # one of three
+    ({"tensorrt_version": "10.1.0", "version_compatible": True}, "11.1.0.106", GPU, STAGES),  # LATER_MAJORS
+    ({"tensorrt_version": "10.1.0", "version_compatible": True}, VERSION, GPU, ("lines",)),  # one of three
 ])
 def test_host_code_only_on_opt_in_and_for_compatible_engines(harness, tmp_path, entry, here, device, stages):
     compatible = entry.get("version_compatible", False)
@@ -218,6 +218,18 @@ def test_host_code_only_on_opt_in_and_for_compatible_engines(harness, tmp_path, 
         # Host code allowed exactly for the version-compatible engines, when the user allowed it.
         assert [line for line in lines if line.startswith("deserialize")] == [
             f"deserialize host_code_allowed={int(compatible and allow and stage in stages)}" for stage in STAGES]
+
+
+@pytest.mark.parametrize("built,here,runs", [
+    ("10.3.0", "10.3.0.30", True),  # a pip wheel's trt.__version__ has no build number: it counts only in both
+    ("10.3.0.30", "10.3.0.30", True),
+    ("10.3.0.29", "10.3.0.30", False),
+    ("10.3", "10.3.0.30", False),
+])
+def test_build_numbers(harness, tmp_path, built, here, runs):
+    bundle = make_bundle(tmp_path, entry=lambda stage: {"tensorrt_version": built})
+    lines, _ = run(harness, bundle, "open", FAKE_TRT_VERSION=here)
+    assert (lines[0] == "opened tensorrt") == runs, lines[0]
 
 
 def test_no_engine_and_no_gpu(harness, tmp_path):

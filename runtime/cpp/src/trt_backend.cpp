@@ -89,9 +89,16 @@ std::vector<int> version_tuple(const std::string& version) {
     return parts;
 }
 
-// Whether TensorRT `here` runs an engine built by TensorRT `built` (runtime/trt.py runs_here).
+// Whether TensorRT `here` runs an engine built by TensorRT `built` (runtime/trt.py runs_here). The build
+// number (a 4th part) counts only when both versions have one: the manifest has trt.__version__, which is
+// "10.3.0" in the pip wheels and "10.3.0.30" on JetPack, and the library here always says all four.
 bool runs_here(const std::string& built, const std::string& here, bool version_compatible) {
     auto built_v = version_tuple(built), here_v = version_tuple(here);
+    const size_t parts = std::min(built_v.size(), here_v.size());
+    if (parts >= 3) {
+        built_v.resize(parts);
+        here_v.resize(parts);
+    }
     if (!version_compatible) return here_v == built_v;
     if (built_v.empty() || here_v.empty()) return false;
     if (here_v[0] == built_v[0] && here_v >= built_v) return true;
@@ -119,10 +126,10 @@ Device current_device() {
             std::to_string(props.major) + "." + std::to_string(props.minor)};
 }
 
-// The version of the TensorRT library this process loaded (not of the headers), as trt.__version__.
+// The version of the TensorRT library this process loaded (not of the headers'): major.minor.patch.build.
 std::string tensorrt_version() {
     return std::to_string(getInferLibMajorVersion()) + "." + std::to_string(getInferLibMinorVersion()) + "." +
-           std::to_string(getInferLibPatchVersion());
+           std::to_string(getInferLibPatchVersion()) + "." + std::to_string(getInferLibBuildVersion());
 }
 
 const nlohmann::json& engine_for(const BundleRef& bundle, const std::string& stage) {

@@ -69,3 +69,4 @@ IRuntime* createInferRuntime(ILogger& logger) noexcept;
 extern "C" int32_t getInferLibMajorVersion() noexcept;
 extern "C" int32_t getInferLibMinorVersion() noexcept;
 extern "C" int32_t getInferLibPatchVersion() noexcept;
+extern "C" int32_t getInferLibBuildVersion() noexcept;

@@ -1,7 +1,7 @@
 // A simulator of one GPU behind the CUDA runtime and TensorRT runtime stand-ins (cuda_runtime_api.h,
 // NvInferRuntime.h in this folder). Written from those APIs' documentation, not from creps.
 //
-// Set by the environment: FAKE_TRT_VERSION (the library's version, "10.3.0"), FAKE_GPU ("name|8.7"),
+// Set by the environment: FAKE_TRT_VERSION (the library's version, "10.3.0.30"), FAKE_GPU ("name|8.7"),
 // FAKE_GPU_COUNT (default 1), FAKE_FAIL_AT (the n-th resource made — memory, pinned memory, stream, event,
 // execution context — fails, as an exhausted GPU's does).
 //
@@ -495,10 +495,14 @@ private:
     bool allowed_ = false;
 };
 
-int32_t version_part(int index) {
-    const std::string v = env("FAKE_TRT_VERSION", "10.3.0");
+int32_t version_part(int index) {  // of FAKE_TRT_VERSION, major.minor.patch.build (build 0 if not given)
+    const std::string v = env("FAKE_TRT_VERSION", "10.3.0.30");
     size_t start = 0;
-    for (int i = 0; i < index; ++i) start = v.find('.', start) + 1;
+    for (int i = 0; i < index; ++i) {
+        start = v.find('.', start);
+        if (start == std::string::npos) return 0;
+        ++start;
+    }
     return std::atoi(v.c_str() + start);
 }
 
@@ -508,6 +512,7 @@ nvinfer1::IRuntime* nvinfer1::createInferRuntime(ILogger& logger) noexcept { ret
 extern "C" int32_t getInferLibMajorVersion() noexcept { return version_part(0); }
 extern "C" int32_t getInferLibMinorVersion() noexcept { return version_part(1); }
 extern "C" int32_t getInferLibPatchVersion() noexcept { return version_part(2); }
+extern "C" int32_t getInferLibBuildVersion() noexcept { return version_part(3); }
 
 std::string fake_report() {
     return "live device=" + std::to_string(live.device) + " pinned=" + std::to_string(live.pinned) +
