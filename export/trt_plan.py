@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from creps.errors import CrepsError
+from creps.runtime.precision import stage_precision
 from creps.runtime.stages import DYNAMIC, RUN_STAGES, dynamic_sizes, graph_key, input_shapes, output_shapes
 from creps.runtime.tiling import Plan, PlanError, line_work_bytes, make_plan, pixel_work_bytes
 
@@ -148,10 +149,9 @@ def activation_bytes(model: dict, stage: str, profile: dict[str, ShapeRange], pr
 
 
 def stage_graph(graphs: dict, stage: str, precision: str, strict: bool = True) -> tuple[str, str]:
-    """(graph key, precision) for a stage: the mapping network is always FP32 (it costs
-    nothing and every pixel depends on it); lines and pixels use the requested precision.
-    Not `strict` (a dry run before creps-calib): the key even if the graph is not there yet."""
-    want = "fp32" if stage == "mapping" else precision
+    """(graph key, precision) for a stage (creps.runtime.precision.stage_precision: the mapping
+    stays FP32). Not `strict` (a dry run before creps-calib): the key even if the graph is not there yet."""
+    want = stage_precision(stage, precision)
     key = graph_key(stage, want)
     if strict and key not in graphs:
         hint = "creps-calib --fp16" if want == "fp16" else "creps-calib --int8"

@@ -5,6 +5,7 @@ is small on purpose. A backend subclasses `Backend`:
 
     class Backend:
         name: str                      # "ort-cpu", "ort-cuda", "tensorrt"
+        precision: str                 # "fp32" (default), "fp16", "int8": of its lines and pixels graphs
         def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
         def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None: ...
         def parallel(self, stage: str) -> int: ...
@@ -38,8 +39,9 @@ through it, so a backend that overrides it can pipeline host and device work.
 `close` frees what the backend holds (GPU memory, streams); it is idempotent, and a
 backend is a context manager that closes on exit. The runtime closes a backend it opened.
 
-A backend is opened with `open_backend` (ONNX Runtime takes `threads`, TensorRT
-`allow_engine_host_code`) and raises `BackendUnavailable` (one line: what is missing and
+A backend is opened with `open_backend` for one precision (ONNX Runtime loads that
+precision's graphs, TensorRT checks its engines were built in it; creps.runtime.precision;
+ONNX Runtime also takes `threads`, TensorRT `allow_engine_host_code`) and raises `BackendUnavailable` (one line: what is missing and
 what to install or rebuild) when it cannot run on this machine. The TensorRT backend
 lives in `creps.runtime.trt` as `TensorRTBackend`, imported only when asked for, so this
 module needs only numpy and, for the ONNX Runtime backends, onnxruntime.
@@ -56,6 +58,7 @@ import numpy as np
 
 from creps.errors import BundleError, CrepsError, install_hint
 from creps.runtime.bundle import Bundle, check_graph_file
+from creps.runtime.precision import choose, stage_precision
 from creps.runtime.stages import CONTRACT, RUN_STAGES, graph_key
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class Backend:
     """The seam every backend implements (see the module docstring)."""
 
     name: str
+    precision: str = "fp32"  # of the lines and pixels graphs it runs (creps.runtime.precision)
 
     def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -138,14 +142,17 @@ def check_provider(session, name: str, provider: str) -> None:
 
 
 class OrtBackend(Backend):
-    """ONNX Runtime on the CPU or through its CUDA provider, fp32 graphs.
+    """ONNX Runtime on the CPU or through its CUDA provider, the graphs of one precision
+    (a name, or "auto": creps.runtime.precision.choose).
 
     On the CPU, `concurrent` (the default) gives each call one thread and lets the
     runtime make `threads` calls at once; otherwise each call uses `threads` threads.
     """
 
-    def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", concurrent: bool = True):
+    def __init__(self, bundle: Bundle, threads: int | None = None, device: str = "cpu", concurrent: bool = True,
+                 precision: str = "fp32"):
         self.name = f"ort-{device}"
+        self.precision = choose(bundle, self.name, precision)
         self.workers = (threads or available_cores()) if concurrent and device == "cpu" else 1
         ort, provider = ort_provider(self.name)
         options = ort.SessionOptions()
@@ -156,15 +163,15 @@ class OrtBackend(Backend):
         options.log_severity_level = 3
         self.sessions = {}
         for stage in RUN_STAGES:
-            path = bundle.graph_path(stage)
+            key = graph_key(stage, stage_precision(stage, self.precision))
+            path = bundle.file(bundle.graphs[key])
             try:
                 session = ort.InferenceSession(str(path), options, providers=[provider])
             except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
                 raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
             check_provider(session, self.name, provider)
             check_io(bundle, stage, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-            check_graph_file(bundle, graph_key(stage), {t.name: t.shape for t in session.get_inputs()
-                                                        + session.get_outputs()})
+            check_graph_file(bundle, key, {t.name: t.shape for t in session.get_inputs() + session.get_outputs()})
             self.sessions[stage] = session
 
     def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -180,32 +187,34 @@ class OrtBackend(Backend):
         return 1 if stage == "mapping" else self.workers
 
 
-def tensorrt_backend(bundle: Bundle, allow_engine_host_code: bool):
+def tensorrt_backend(bundle: Bundle, allow_engine_host_code: bool, precision: str):
     try:
         trt = importlib.import_module("creps.runtime.trt")
     except ImportError as exc:
         raise BackendUnavailable(f"tensorrt: the TensorRT backend cannot be loaded ({exc})") from None
-    return trt.TensorRTBackend(bundle, allow_engine_host_code)
+    return trt.TensorRTBackend(bundle, allow_engine_host_code, precision)
 
 
 def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None,
-                 allow_engine_host_code: bool = False) -> Backend:
-    """The backend called `name`; `auto` = TensorRT if the bundle has engines that run
-    here, else ONNX Runtime CUDA if available, else ONNX Runtime CPU (logged, with why).
-    `allow_engine_host_code`: let TensorRT run version-compatible engines, which carry
-    executable host code (creps.runtime.trt)."""
+                 allow_engine_host_code: bool = False, precision: str | None = None) -> Backend:
+    """The backend called `name` running `precision` (creps.runtime.precision; None: as
+    exported, the fp32 graphs on ONNX Runtime and the engines' own on TensorRT); `auto` =
+    TensorRT if the bundle has engines of that precision that run here, else ONNX Runtime
+    CUDA if available, else ONNX Runtime CPU (logged, with why). `allow_engine_host_code`:
+    let TensorRT run version-compatible engines, which carry executable host code
+    (creps.runtime.trt)."""
     if name == "ort-cpu":
-        return OrtBackend(bundle, threads, "cpu")
+        return OrtBackend(bundle, threads, "cpu", precision=precision or "fp32")
     if name == "ort-cuda":
-        return OrtBackend(bundle, threads, "cuda")
+        return OrtBackend(bundle, threads, "cuda", precision=precision or "fp32")
     if name == "tensorrt":
-        return tensorrt_backend(bundle, allow_engine_host_code)
+        return tensorrt_backend(bundle, allow_engine_host_code, precision or "auto")
     if name != "auto":
         raise CrepsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     passed = [] if bundle.engines else ["the bundle has no TensorRT engines"]  # why each better one was not taken
     for candidate in (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]:
         try:
-            backend = open_backend(bundle, candidate, threads, allow_engine_host_code)
+            backend = open_backend(bundle, candidate, threads, allow_engine_host_code, precision)
         except BackendUnavailable as exc:
             if candidate == "tensorrt":  # engines that do not run here deserve a warning; no CUDA is normal
                 log.warning("auto backend: %s; falling back", exc)
@@ -213,6 +222,6 @@ def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None,
             continue
         log.info("auto backend: %s (%s)", candidate, "; ".join(passed + [f"{candidate} runs here"]))
         return backend
-    backend = open_backend(bundle, "ort-cpu", threads)
+    backend = open_backend(bundle, "ort-cpu", threads, precision=precision)
     log.info("auto backend: ort-cpu (%s)", "; ".join(passed))
     return backend

@@ -11,6 +11,7 @@ from creps.files import creating_folder
 from creps.images import OUT_RULE, image_paths
 from creps.runtime.backends import BACKENDS
 from creps.runtime.generate import Runtime
+from creps.runtime.precision import CHOICES, HELP
 from creps.runtime.tiling import parse_memory
 
 
@@ -29,6 +30,7 @@ Examples:
   creps-run --bundle ffhq/ --seeds 0-7 --trunc 0.7 --out faces/
   creps-run --bundle ffhq/ --size 8192x2048 --max-memory 512M --out big.png
   creps-run --bundle ffhq/ --window 0.25,0.25,0.75,0.75 --size 1024x1024 --out zoom.png
+  creps-run --bundle ffhq/ --precision auto --size 2048x512 --out fast.png   # after creps-calib --int8
 """)
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="Bundle folder from creps-export (default: the bundled default model, exported once into "
@@ -45,14 +47,16 @@ Examples:
               help="Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")
+@click.option("--precision", type=click.Choice(CHOICES), default=None,
+              help=f"{HELP} Default: fp32 on ONNX Runtime, the engines' own precision on TensorRT.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Seeds per run of the graphs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option("--allow-engine-host-code", is_flag=True,
               help="Run version-compatible TensorRT engines (creps-export --version-compatible): they carry "
                    "executable host code, so pass this only for a bundle you trust.")
 @click.option("--out", type=click.Path(), required=True, help=OUT_RULE)
-def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch, threads, allow_engine_host_code,
-        out):
+def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, precision, batch, threads,
+        allow_engine_host_code, out):
     """Generate images of any size from a creps bundle (ONNX Runtime or TensorRT, no PyTorch).
 
     The PNG is streamed band by band, so memory stays flat however large the image.
@@ -63,7 +67,7 @@ def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, batch,
 
         bundle = default_bundle()
     with Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads,
-                 allow_engine_host_code=allow_engine_host_code) as runtime:
+                 allow_engine_host_code=allow_engine_host_code, precision=precision) as runtime:
         runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
         with creating_folder(folder):
             runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)

@@ -137,7 +137,11 @@ class Runtime:
     run of the lines graph (default: as the tile, the CPU's fastest or the profile's
     largest; shrunk to `max_memory`). `allow_engine_host_code`: run version-compatible
     TensorRT engines, which carry executable host code (only engines matching the manifest's
-    sha256; see creps.runtime.trt).
+    sha256; see creps.runtime.trt). `precision`: "fp32", "fp16", "int8" or "auto"
+    (creps.runtime.precision: auto takes the backend's fastest whose recorded error meets
+    the bundle's bar), default as exported (fp32 graphs on ONNX Runtime, the engines' own
+    precision on TensorRT); a precision the bundle lacks is refused with the command that
+    makes it.
 
     A context manager: `close()` (or leaving `with Runtime(...) as runtime:`) closes a
     backend it opened by name; a `Backend` object passed in stays the caller's to close.
@@ -145,19 +149,19 @@ class Runtime:
 
     def __init__(self, bundle_dir: str | os.PathLike | None = None, backend: str | Backend = "auto",
                  tile: tuple[int, int] | None = None, max_memory: int | None = None, threads: int | None = None,
-                 line_chunk: int | None = None, allow_engine_host_code: bool = False):
+                 line_chunk: int | None = None, allow_engine_host_code: bool = False, precision: str | None = None):
         if not isinstance(backend, (str, Backend)):
             raise CrepsError(f"backend {backend!r} is neither a backend name nor a creps.runtime.backends.Backend")
         self.bundle: Bundle = read_bundle(default_bundle() if bundle_dir is None else bundle_dir)
         self.model = self.bundle.model
         self.owns_backend = isinstance(backend, str)
-        self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code)
+        self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code, precision)
                                  if self.owns_backend else backend)
         self.limits = limits_of(self.backend)
         self.tile = tile
         self.max_memory = max_memory
         self.line_chunk = line_chunk
-        log.info("bundle %s on backend %s", self.bundle.path, self.backend.name)
+        log.info("bundle %s on backend %s, %s", self.bundle.path, self.backend.name, self.backend.precision)
 
     def close(self) -> None:
         """Free the backend's resources if this runtime opened it (idempotent)."""
@@ -169,6 +173,11 @@ class Runtime:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def precision(self) -> str:
+        """The precision of the lines and pixels graphs in use (what "auto" chose)."""
+        return self.backend.precision
 
     @property
     def backend_name(self) -> str:

@@ -44,6 +44,7 @@ import numpy as np
 from creps.errors import BundleError, CrepsError, install_hint
 from creps.runtime.backends import RUN_STAGES, Backend, BackendUnavailable, check_io
 from creps.runtime.bundle import Bundle
+from creps.runtime.precision import engine_mismatch, engines_precision
 
 log = logging.getLogger(__name__)
 
@@ -294,15 +295,20 @@ class TensorRTBackend(Backend):
     """Runs the bundle's engines (`creps-export --trt`) on this machine's GPU.
 
     `allow_engine_host_code`: deserialize version-compatible engines, which carry
-    executable host code (see the module docstring); refused otherwise.
+    executable host code (see the module docstring); refused otherwise. `precision` must
+    be the one the engines were built in ("auto": whichever it is).
     """
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, allow_engine_host_code: bool = False):
+    def __init__(self, bundle: Bundle, allow_engine_host_code: bool = False, precision: str = "auto"):
         trt, cudart = load_tensorrt(), load_cudart()
         device = current_device(cudart)
         entries = {stage: engine_for(bundle, stage) for stage in RUN_STAGES}
+        mismatch = engine_mismatch(bundle, precision)
+        if mismatch:
+            raise BackendUnavailable(f"tensorrt: {mismatch}")
+        self.precision = engines_precision(bundle)
         for entry in entries.values():  # every refusal before anything is allocated
             check_engine(entry, bundle.path, trt.__version__, device)
             check_host_code(entry, bundle.path, allow_engine_host_code)

@@ -1,0 +1,114 @@
+"""Precisions: which of a bundle's graphs a backend runs, and what `auto` picks.
+
+The fp32 graphs are the model's exact export. creps-calib adds fp16 and int8 graphs of the
+two stages that cost (lines, pixels) and records in the manifest each graph's error
+against fp32 (int8: measured on full images; fp16: predicted by the range analysis) and
+the bars it was judged against (`verification.precision.bars`). The mapping network
+always runs in fp32: it costs nothing and every pixel depends on it.
+
+`auto` takes, of the precisions the bundle has, the fastest on the backend (FASTER)
+whose recorded error meets its recorded bar; fp32 always qualifies. A graph kept below
+its bar (creps-calib --force) runs only when asked for by name. TensorRT runs what its
+engines were built in, so there a precision selects nothing: it must match the engines.
+Standard library only, like the bundle format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from creps.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CHOICES = (*PRECISIONS, "auto")
+REDUCED_STAGES = ("lines", "pixels")  # the stages creps-calib makes fp16 / int8 graphs of
+# The precisions faster than fp32 on each backend, fastest first (what `auto` tries). ONNX Runtime on x86 has no fp16 kernels
+# (fp16 graphs run slower than fp32 there) and runs INT8 Q/DQ MatMuls as integer kernels
+# (about 2x float32 with AVX2, more with VNNI); its CUDA provider runs fp16 on tensor cores.
+FASTER = {"ort-cpu": ("int8",), "ort-cuda": ("fp16",)}
+HELP = ("fp32: the exact model; int8: the fastest on the CPU (ONNX Runtime's integer kernels) and on "
+        "TensorRT; fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: the fastest on the backend "
+        "whose error recorded by creps-calib meets the bundle's bar.")
+
+
+def stage_precision(stage: str, precision: str) -> str:
+    """The precision of `stage`'s graph in a `precision` run (the mapping stays fp32)."""
+    return precision if stage in REDUCED_STAGES else "fp32"
+
+
+def calib_command(bundle_path, precision: str) -> str:
+    """The command that adds `precision` graphs to a bundle."""
+    return f"creps-calib --bundle {bundle_path}" + (" --int8" if precision == "int8" else "")
+
+
+def present(bundle) -> list[str]:
+    """The precisions whose graphs the bundle has for every stage."""
+    return [p for p in PRECISIONS if all(bundle.has_graph(stage, stage_precision(stage, p))
+                                         for stage in ("mapping", *REDUCED_STAGES))]
+
+
+def shortfall(bundle, precision: str) -> str | None:
+    """Why `precision`'s recorded error does not meet its recorded bar (None: it does)."""
+    if precision == "fp32":
+        return None
+    bar = ((bundle.manifest.get("verification") or {}).get("precision") or {}).get("bars", {}).get(precision)
+    if not isinstance(bar, dict):
+        return f"no {precision} bar recorded"
+    for stage in REDUCED_STAGES:
+        entry = bundle.graph(stage, precision)
+        error = entry.get("measured_error") or entry.get("predicted_error")
+        if not isinstance(error, dict):
+            return f"no error recorded for the {stage} graph"
+        psnr, max_abs = error.get("psnr_db"), error.get("max_abs")
+        if psnr is not None and not psnr >= bar.get("psnr_db", float("inf")):  # None: identical images
+            return f"PSNR {psnr} dB < {bar.get('psnr_db')} dB"
+        if not (isinstance(max_abs, (int, float)) and max_abs <= bar.get("max_abs", -1)):
+            return f"max abs {max_abs} > {bar.get('max_abs')}"
+    return None
+
+
+def choose(bundle, backend: str, requested: str) -> str:
+    """The precision an ONNX Runtime backend runs for `requested` (a name or "auto"), or
+    BundleError (one line, with the command that makes it) when the bundle lacks it."""
+    have = present(bundle)
+    if requested == "auto":
+        for precision in FASTER[backend]:
+            why = "not in the bundle" if precision not in have else shortfall(bundle, precision)
+            if why is None:
+                log.info("precision auto on %s: %s", backend, precision)
+                return precision
+            log.info("precision auto on %s: not %s (%s)", backend, precision, why)
+        return "fp32"
+    if requested not in PRECISIONS:
+        raise BundleError(f"unknown precision {requested!r} (choose from {', '.join(CHOICES)})")
+    if requested not in have:
+        raise BundleError(f"{bundle.path} has no {requested} graphs (it has: {', '.join(have)}); make them with: "
+                          f"{calib_command(bundle.path, requested)}")
+    if requested not in ("fp32", *FASTER[backend]):
+        log.warning("%s graphs on %s run slower than fp32 (%s)", requested, backend, HELP)
+    why = shortfall(bundle, requested)
+    if why is not None:
+        log.warning("%s graphs of %s miss their bar (%s); running them because they were asked for",
+                    requested, bundle.path, why)
+    return requested
+
+
+def engines_precision(bundle) -> str:
+    """The precision the bundle's TensorRT engines were built in (that of its lines and pixels engines)."""
+    built = sorted({bundle.engines[stage].get("precision") for stage in REDUCED_STAGES if stage in bundle.engines})
+    if len(built) != 1 or built[0] not in PRECISIONS:
+        raise BundleError(f"{bundle.path}: the lines and pixels engines are built in {built or 'nothing'}, not one "
+                          f"precision; rebuild them: creps-export --out {bundle.path} --trt")
+    return built[0]
+
+
+def engine_mismatch(bundle, requested: str) -> str | None:
+    """Why the bundle's engines cannot run `requested` (None: they can, or it is auto)."""
+    built = engines_precision(bundle)
+    if requested in ("auto", built):
+        return None
+    flag = "" if requested == "fp32" else f" --{requested}"
+    return (f"the bundle's engines are {built}, not {requested}; build {requested} engines with: "
+            f"creps-export --out {bundle.path}{flag} --trt")
