@@ -109,7 +109,8 @@ def test_images_from_seeds_z_and_ws(lib, runtime, python):
     seeds = (ctypes.c_int64 * 3)(4, 5, 6)
     status, got = generate(lib, lib.creps_generate, runtime, seeds, 3, 21, 13, ctypes.byref(options))
     assert status == OK
-    assert np.array_equal(got, python.generate([4, 5, 6], (21, 13), 0.7, Window(0.1, 0.2, 0.8, 0.9), "stretch", batch=2))
+    want = python.generate([4, 5, 6], (21, 13), 0.7, Window(0.1, 0.2, 0.8, 0.9), "stretch", batch=2)
+    assert np.array_equal(got, want)
     assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == list(range(1, len(calls) + 1))
     z = np.ascontiguousarray(python.z([9]))
     status, from_z = generate(lib, lib.creps_generate_z, runtime, z.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1,

@@ -168,7 +168,8 @@ creps_status creps_mapping(creps_runtime* runtime, const float* z, size_t n, flo
 creps_status creps_generate(creps_runtime* runtime, const int64_t* seeds, size_t n, int width, int height,
                             const creps_generate_options* options, uint8_t** out_rgb, int* out_width,
                             int* out_height) {
-    return generate_any(runtime, seeds, n, [](const creps::ModelInfo&) { return size_t(1); }, out_rgb, out_width, out_height, [&](const auto& input) {
+    auto per_image = [](const creps::ModelInfo&) { return size_t(1); };
+    return generate_any(runtime, seeds, n, per_image, out_rgb, out_width, out_height, [&](const auto& input) {
         return runtime->runtime.generate(input, {width, height}, generate_options(options));
     });
 }

@@ -212,7 +212,9 @@ void check_io(const BundleRef& bundle, const std::string& stage, const std::vect
                           "; re-export the bundle");
 }
 
-std::vector<int64_t> dims_vector(const nvinfer1::Dims& dims) { return {dims.d, dims.d + std::max(0, int(dims.nbDims))}; }
+std::vector<int64_t> dims_vector(const nvinfer1::Dims& dims) {
+    return {dims.d, dims.d + std::max(0, int(dims.nbDims))};
+}
 
 int64_t volume(const std::vector<int64_t>& shape) {
     int64_t n = 1;

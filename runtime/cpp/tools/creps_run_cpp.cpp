@@ -93,6 +93,11 @@ creps::Size parse_size(const std::string& text) {  // creps.grid.parse_size
     return {int(width), int(height)};
 }
 
+creps::TileSize parse_tile(const std::string& text) {  // --tile: a size
+    const creps::Size size = parse_size(text);
+    return {size.width, size.height};
+}
+
 std::vector<std::int64_t> parse_seeds(const std::string& text) {  // creps.grid.parse_seeds
     static const std::regex re(R"(\s*(\d+)\s*(?:-\s*(\d+)\s*)?)");
     std::vector<std::int64_t> seeds;
@@ -136,7 +141,8 @@ creps::Window parse_window(const std::string& text) {  // creps.grid.parse_windo
         if (end == std::string::npos) break;
         start = end + 1;
     }
-    if (!ok || values.size() != 4) throw BadParameter{"window " + py_str_repr(text) + " is not four numbers x0,y0,x1,y1"};
+    if (!ok || values.size() != 4)
+        throw BadParameter{"window " + py_str_repr(text) + " is not four numbers x0,y0,x1,y1"};
     return {values[0], values[1], values[2], values[3]};
 }
 
@@ -221,7 +227,8 @@ Outputs image_paths(const std::string& out, const std::vector<std::int64_t>& see
         if (ext != ".png" && !many) refuse("creps writes PNG; name the file *.png, or end a folder with /");
         folder = many;
     }
-    if (folder && fs::exists(path, ec) && !fs::is_directory(path, ec)) refuse("this is a file, and the images need a folder");
+    if (folder && fs::exists(path, ec) && !fs::is_directory(path, ec))
+        refuse("this is a file, and the images need a folder");
     const std::string directory = folder ? path : parent(path);
     std::string existing = directory;
     while (!fs::exists(existing, ec) && parent(existing) != existing) existing = parent(existing);
@@ -331,16 +338,19 @@ int main(int argc, char** argv) {
         std::string name, metavar, help;
     };
     const std::vector<Declared> declared = {
-        {"--bundle", "PATH", "Bundle folder from creps-export (default: the bundled default model, as creps-run exported "
-                     "it into the user cache)."},
+        {"--bundle", "PATH",
+         "Bundle folder from creps-export (default: the bundled default model, as creps-run exported it into the "
+         "user cache)."},
         {"--size", "WxH", "Output WIDTHxHEIGHT (default: the training resolution)."},
         {"--seeds", "SEEDS", "Seeds, e.g. 0,3,5-8.  [default: 0]"},
         {"--trunc", "FLOAT", "Truncation psi.  [default: 1.0]"},
         {"--window", "x0,y0,x1,y1", "The plane's part to show, x0,y0,x1,y1 (zoom/pan)."},
-        {"--fit", "[extend|stretch]", "Non-square sizes without --window: extend the view or stretch it.  [default: extend]"},
+        {"--fit", "[extend|stretch]",
+         "Non-square sizes without --window: extend the view or stretch it.  [default: extend]"},
         {"--tile", "WxH", "Pixel tile WxH (default: 128x64 on the CPU, the engine profile's largest on TensorRT)."},
         {"--max-memory", "BYTES", "Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles."},
-        {"--backend", "[auto|ort-cpu|ort-cuda|tensorrt]", "auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.  [default: auto]"},
+        {"--backend", "[auto|ort-cpu|ort-cuda|tensorrt]",
+         "auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.  [default: auto]"},
         {"--batch", "INTEGER RANGE", "Seeds per run of the graphs.  [default: 1]"},
         {"--threads", "INTEGER RANGE", "CPU threads (default: all cores)."},
         {"--out", "PATH", OUT_RULE},
@@ -396,7 +406,7 @@ int main(int argc, char** argv) {
                 else if (name == "--trunc") r.generate.psi = parse_float(v);
                 else if (name == "--window") r.generate.window = parse_window(v);
                 else if (name == "--fit") r.generate.fit = choice(v, FITS);
-                else if (name == "--tile") { auto t = parse_size(v); r.options.tile = creps::TileSize{t.width, t.height}; }
+                else if (name == "--tile") r.options.tile = parse_tile(v);
                 else if (name == "--max-memory") r.options.max_memory = parse_memory(v);
                 else if (name == "--backend") r.options.backend = choice(v, BACKENDS);
                 else if (name == "--batch") r.generate.batch = parse_count(v);

@@ -311,7 +311,8 @@ public:
     FakeEngine(json spec, nvinfer1::ILogger& logger) : logger(logger) {
         for (const char* side : {"inputs", "outputs"})
             for (const auto& t : spec.at(side)) {
-                Tensor tensor{t.at("name"), std::string(side) == "inputs", {}, {}, {}, {}, {}, t.value("dtype", "float32")};
+                Tensor tensor{t.at("name"), std::string(side) == "inputs", {}, {}, {}, {}, {},
+                              t.value("dtype", "float32")};
                 if (tensor.input) {
                     tensor.shape = t.at("shape").get<std::vector<int64_t>>();
                     tensor.min = t.value("min", tensor.shape);
@@ -328,7 +329,8 @@ public:
         if (contexts) undefined("an engine destroyed before its execution contexts");
         --live.engines;
     }
-    nvinfer1::IExecutionContext* createExecutionContext(nvinfer1::ExecutionContextAllocationStrategy) noexcept override {
+    nvinfer1::IExecutionContext* createExecutionContext(
+        nvinfer1::ExecutionContextAllocationStrategy) noexcept override {
         if (fail_now()) {
             logger.log(nvinfer1::ILogger::Severity::kERROR, "createExecutionContext: out of device memory");
             return nullptr;
@@ -341,7 +343,8 @@ public:
     }
     nvinfer1::TensorIOMode getTensorIOMode(const char* name) const noexcept override {
         const Tensor* t = find(name);
-        return !t ? nvinfer1::TensorIOMode::kNONE : t->input ? nvinfer1::TensorIOMode::kINPUT : nvinfer1::TensorIOMode::kOUTPUT;
+        using nvinfer1::TensorIOMode;
+        return !t ? TensorIOMode::kNONE : t->input ? TensorIOMode::kINPUT : TensorIOMode::kOUTPUT;
     }
     nvinfer1::DataType getTensorDataType(const char* name) const noexcept override {
         const Tensor* t = find(name);
@@ -356,7 +359,8 @@ public:
         return to_dims(shape);
     }
     int32_t getNbOptimizationProfiles() const noexcept override { return 1; }
-    Dims getProfileShape(const char* name, int32_t profile, nvinfer1::OptProfileSelector select) const noexcept override {
+    Dims getProfileShape(const char* name, int32_t profile,
+                         nvinfer1::OptProfileSelector select) const noexcept override {
         const Tensor* t = find(name);
         if (!t || !t->input || profile != 0) return Dims{-1, {}};
         return to_dims(select == nvinfer1::OptProfileSelector::kMIN ? t->min

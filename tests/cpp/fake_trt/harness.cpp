@@ -52,7 +52,8 @@ std::vector<Owned> make_calls(const Bundle& bundle, const std::string& stage, co
             size_t size = 1;
             for (auto d : shapes[o]) size *= size_t(d);
             owned.data.emplace_back(size, -7.0f);
-            owned.call.outputs.push_back({bundle.stages.at(stage).outputs[o].name, shapes[o], owned.data.back().data()});
+            const std::string& name = bundle.stages.at(stage).outputs[o].name;
+            owned.call.outputs.push_back({name, shapes[o], owned.data.back().data()});
         }
         calls.push_back(std::move(owned));
     }
@@ -77,9 +78,14 @@ void run(const std::vector<std::string>& args) {
         auto calls = make_calls(bundle, args[3], args[4]);
         size_t next = 0;
         backend->run_stream(
-            args[3], [&]() -> std::optional<Call> { return next < calls.size() ? std::optional<Call>(calls[next++].call) : std::nullopt; },
+            args[3],
+            [&]() -> std::optional<Call> {
+                if (next == calls.size()) return std::nullopt;
+                return calls[next++].call;
+            },
             [&](const Call& call) {
-                std::printf("%s\n", nlohmann::json{{"inputs", views(call.inputs)}, {"outputs", views(call.outputs)}}.dump().c_str());
+                const nlohmann::json done{{"inputs", views(call.inputs)}, {"outputs", views(call.outputs)}};
+                std::printf("%s\n", done.dump().c_str());
             });
     } else if (args[2] == "range") {
         auto range = backend->axis_range(args[3], args[4], std::stoi(args[5]));
