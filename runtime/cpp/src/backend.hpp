@@ -43,6 +43,8 @@ class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;                              // "ort-cpu", "ort-cuda", "tensorrt"
+    // The precision of the lines and pixels graphs it runs (what "auto" chose); TensorRT: its engines'.
+    virtual std::string precision() const { return "fp32"; }
     virtual void run(const std::string& stage, const Call& call) = 0;  // throws creps::Error
     // Runs calls in order: produce() gives the next call (nullopt when done); consume() gets each finished
     // call, in order; a call's buffers stay valid until it is consumed (produce() never reuses them before), so
@@ -68,7 +70,9 @@ public:
 // Backends throw creps::BackendUnavailable (runtime.hpp) when they cannot run on this machine ("auto" then
 // tries the next), creps::BundleError for a graph or engine that does not match the bundle, creps::Error else.
 // device: "cpu" or "cuda"; threads: 0 lets ONNX Runtime choose (all cores).
-std::unique_ptr<Backend> make_ort_backend(const BundleRef& bundle, const std::string& device, int threads);
+// precision: the graphs to run (fp32, fp16, int8 or auto; creps.runtime.precision), chosen before loading.
+std::unique_ptr<Backend> make_ort_backend(const BundleRef& bundle, const std::string& device, int threads,
+                                          const std::string& precision = "fp32");
 #ifdef CREPS_WITH_TENSORRT
 std::unique_ptr<Backend> make_tensorrt_backend(const BundleRef& bundle, bool allow_engine_host_code);
 #endif

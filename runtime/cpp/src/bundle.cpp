@@ -1,4 +1,5 @@
 #include "bundle.hpp"
+#include "precision.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -63,10 +64,6 @@ std::string axes_text(const std::vector<ojson>& axes) {  // ', '.join(map(str, a
 }
 
 std::string shape_text(const ojson& shape) { return shape.is_array() ? dumps_head(shape, 80) : repr_head(shape, 80); }
-
-std::string graph_key(const std::string& stage, const std::string& precision) {
-    return precision == "fp32" ? stage : stage + "." + precision;
-}
 
 void validate_model(const ojson& model, const std::string& path) {
     require(model.is_object(), path, "manifest has no model section");

@@ -10,6 +10,7 @@
 
 #include "backend.hpp"
 #include "bundle.hpp"
+#include "precision.hpp"
 
 namespace creps::detail {
 namespace {
@@ -40,9 +41,8 @@ std::string python_text(const Ort::Exception& exc) {
 
 class OrtBackend final : public Backend {
 public:
-    OrtBackend(const BundleRef& ref, const std::string& device, int threads)
-        : name_("ort-" + device), bundle_(bundle_from(ref)) {
-        require_fp32();
+    OrtBackend(const BundleRef& ref, const std::string& device, int threads, const std::string& precision)
+        : name_("ort-" + device), bundle_(bundle_from(ref)), precision_(choose_precision(bundle_, name_, precision)) {
         bool cpu = device == "cpu";
         int cores = threads > 0 ? threads : available_cores();
         workers_ = cpu ? cores : 1;
@@ -59,7 +59,8 @@ public:
         options.SetLogSeverityLevel(3);
         if (!cpu) append_cuda(options, provider);
         for (const char* stage : RUN_STAGES) {
-            std::filesystem::path path = bundle_.graph_path(stage);
+            std::string key = graph_key(stage, stage_precision(stage, precision_));
+            std::filesystem::path path = bundle_.dir / bundle_.manifest["graphs"][key]["file"].get<std::string>();
             std::string shown = bundle_.display(path.filename().string());
             try {
                 sessions_.emplace(stage, Ort::Session(environment(), path.c_str(), options));
@@ -67,11 +68,12 @@ public:
                 if (!cpu && exc.GetOrtErrorCode() == ORT_EP_FAIL) unavailable(provider);
                 throw BundleError(shown + ": ONNX Runtime cannot load it (" + python_text(exc) + ")");
             }
-            check(stage, sessions_.at(stage));
+            check(stage, key, sessions_.at(stage));
         }
     }
 
     std::string name() const override { return name_; }
+    std::string precision() const override { return precision_; }
     int parallel(const std::string& stage) const override { return stage == "mapping" ? 1 : workers_; }
 
     void run(const std::string& stage, const Call& call) override {
@@ -99,21 +101,6 @@ public:
     }
 
 private:
-    // As creps.runtime.precision.choose for "fp32": the bundle must have the fp32 graph of every stage run.
-    void require_fp32() const {
-        const ojson& graphs = bundle_.manifest["graphs"];
-        auto has = [&](const std::string& precision) {
-            auto key = [&](const char* stage) { return precision == "fp32" ? std::string(stage) : stage + ("." + precision); };
-            return graphs.contains("mapping") && graphs.contains(key("lines")) && graphs.contains(key("pixels"));
-        };
-        if (has("fp32")) return;
-        std::string have;
-        for (const char* precision : {"fp16", "int8"})
-            if (has(precision)) have += (have.empty() ? "" : ", ") + std::string(precision);
-        throw BundleError(bundle_.path + " has no fp32 graphs (it has: " + have +
-                          "); make them with: creps-calib --bundle " + bundle_.path);
-    }
-
     [[noreturn]] void unavailable(const std::string& provider) const {
         throw BackendUnavailable(name_ + ": ONNX Runtime cannot use " + provider +
                                  " here (it fell back to CPUExecutionProvider: no usable GPU, or CUDA/cuDNN "
@@ -134,7 +121,7 @@ private:
 
     // The graph's IO against the stage contract (names) and its manifest entry (shapes), as check_io and
     // check_graph_file do.
-    void check(const std::string& stage, Ort::Session& session) {
+    void check(const std::string& stage, const std::string& key, Ort::Session& session) {
         Ort::AllocatorWithDefaultOptions allocator;
         std::map<std::string, ojson> shapes;
         struct { std::vector<std::string> inputs, outputs; } io;
@@ -169,19 +156,21 @@ private:
             throw BundleError(bundle_.path + ": " + stage + " graph has inputs " + py_list(io.inputs) +
                               " and outputs " + py_list(io.outputs) + ", the runtime needs " + py_list(want_in) +
                               " -> " + py_list(want_out) + "; re-export the bundle");
-        check_graph_file(bundle_, stage, shapes);
+        check_graph_file(bundle_, key, shapes);
     }
 
     std::string name_;
     Bundle bundle_;
+    std::string precision_;
     int workers_ = 1;
     std::map<std::string, Ort::Session> sessions_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_ort_backend(const BundleRef& bundle, const std::string& device, int threads) {
-    return std::make_unique<OrtBackend>(bundle, device, threads);
+std::unique_ptr<Backend> make_ort_backend(const BundleRef& bundle, const std::string& device, int threads,
+                                          const std::string& precision) {
+    return std::make_unique<OrtBackend>(bundle, device, threads, precision);
 }
 
 }  // namespace creps::detail

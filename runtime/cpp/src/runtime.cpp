@@ -16,6 +16,7 @@
 #include "bundle.hpp"
 #include "grid.hpp"
 #include "png_stream.hpp"
+#include "precision.hpp"
 #include "seeds.hpp"
 #include "tiling.hpp"
 
@@ -33,13 +34,22 @@ std::string float_text(float value) {  // repr() of the float a Python caller wo
     return text.find_first_of(".e") == std::string::npos ? text + ".0" : text;
 }
 
-std::unique_ptr<Backend> open_named(const Bundle& bundle, const std::string& name, int threads, bool host_code) {
-    (void)host_code;
-    if (name == "ort-cpu") return make_ort_backend(bundle.ref(), "cpu", threads);
-    if (name == "ort-cuda") return make_ort_backend(bundle.ref(), "cuda", threads);
+struct Opened {
+    std::unique_ptr<Backend> backend;
+    std::string precision;
+};
+
+Opened open_named(const Bundle& bundle, const std::string& name, const Options& o) {
+    if (name == "ort-cpu" || name == "ort-cuda") {
+        auto backend = make_ort_backend(bundle.ref(), name.substr(4), o.threads, o.precision);
+        std::string precision = backend->precision();
+        return {std::move(backend), precision};
+    }
     if (name == "tensorrt") {
 #ifdef CREPS_WITH_TENSORRT
-        return make_tensorrt_backend(bundle.ref(), host_code);
+        // TensorRT runs what its engines were built in: a precision selects nothing, it must match
+        if (auto mismatch = engine_mismatch(bundle, o.precision)) throw BackendUnavailable("tensorrt: " + *mismatch);
+        return {make_tensorrt_backend(bundle.ref(), o.allow_engine_host_code), engines_precision(bundle)};
 #else
         throw BackendUnavailable("tensorrt: the TensorRT backend cannot be loaded (this creps_runtime was built "
                                  "without it: configure with -DCREPS_WITH_TENSORRT=ON)");
@@ -50,18 +60,18 @@ std::unique_ptr<Backend> open_named(const Bundle& bundle, const std::string& nam
 
 // As open_backend: "auto" takes TensorRT if the bundle has engines that run here, else ONNX Runtime CUDA if
 // available, else ONNX Runtime on the CPU.
-std::unique_ptr<Backend> open_backend(const Bundle& bundle, const std::string& name, int threads, bool host_code) {
-    if (name != "auto") return open_named(bundle, name, threads, host_code);
+Opened open_backend(const Bundle& bundle, const std::string& name, const Options& o) {
+    if (name != "auto") return open_named(bundle, name, o);
     bool engines = bundle.manifest.contains("engines") && !bundle.manifest["engines"].empty();
     for (const char* candidate : {"tensorrt", "ort-cuda"}) {
         if (std::string(candidate) == "tensorrt" && !engines) continue;
         try {
-            return open_named(bundle, candidate, threads, host_code);
+            return open_named(bundle, candidate, o);
         } catch (const BackendUnavailable&) {
             // no faster backend here: the next one
         }
     }
-    return open_named(bundle, "ort-cpu", threads, host_code);
+    return open_named(bundle, "ort-cpu", o);
 }
 
 Limits limits_of(const Backend& backend) {
@@ -142,13 +152,16 @@ struct Runtime::Impl {
     Bundle bundle;
     Options options;
     std::unique_ptr<Backend> backend;
+    std::string precision;
     Limits limits;
     ModelSizes sizes{};
     int z_dim = 0, w_dim = 0, num_ws = 0;
 
     Impl(const std::string& dir, Options opts) : bundle(read_bundle(dir)), options(std::move(opts)) {
         if (options.threads < 0) throw Error("threads " + std::to_string(options.threads) + " must be at least 1");
-        backend = open_backend(bundle, options.backend, options.threads, options.allow_engine_host_code);
+        Opened opened = open_backend(bundle, options.backend, options);
+        backend = std::move(opened.backend);
+        precision = opened.precision;
         limits = limits_of(*backend);
         sizes = {bundle.model("num_blocks"), bundle.model("biline_channels"), bundle.model("rank"),
                  bundle.model("img_channels"), bundle.model("channel_base"), bundle.model("channel_max")};
@@ -530,6 +543,7 @@ Runtime::Runtime(Runtime&&) noexcept = default;
 Runtime& Runtime::operator=(Runtime&&) noexcept = default;
 
 std::string Runtime::backend_name() const { return impl_->backend->name(); }
+std::string Runtime::precision() const { return impl_->precision; }
 
 ModelInfo Runtime::model() const {
     const Bundle& b = impl_->bundle;

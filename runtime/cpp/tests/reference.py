@@ -288,10 +288,42 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
     case("missing graph file", lambda folder: (folder / "lines.onnx").unlink())
     case("altered graph file", lambda folder: (folder / "pixels.onnx").write_bytes(b"altered"))
     case("no manifest", lambda folder: (folder / "manifest.json").unlink())
+    for label, precision in (("unknown precision", "bf16"), ("no int8 graphs", "int8")):
+        cases.append({"label": label, "dir": str(bundle), "prefix": False, "precision": precision,
+                      "message": message(lambda: Runtime(bundle, backend="ort-cpu", precision=precision))})
     cases.append({"label": "no folder", "dir": str(root / "absent/"), "prefix": False,
                   "message": message(lambda: Runtime(root / "absent/", backend="ort-cpu"))})
     cases.append({"label": "unknown backend", "dir": str(bundle), "prefix": False, "backend": "onnx",
                   "message": message(lambda: Runtime(bundle, backend="onnx"))})
+    return cases
+
+
+def with_precision(bundle: Path, scratch: Path, precision: str, max_abs: float) -> Path:
+    """A copy whose lines and pixels graphs also come as `precision` (the fp32 files under other names),
+    their recorded error max_abs against a bar of 0.1: what `auto` chooses from."""
+    folder = scratch / f"{precision}-{max_abs}"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(bundle, folder)
+
+    def change(m):
+        for stage in ("lines", "pixels"):
+            entry = dict(m["graphs"][stage], precision=precision, file=f"{stage}.{precision}.onnx",
+                         measured_error={"psnr_db": None, "max_abs": max_abs})
+            shutil.copy(folder / f"{stage}.onnx", folder / entry["file"])
+            m["graphs"][f"{stage}.{precision}"] = entry
+        m.setdefault("verification", {})["precision"] = {"bars": {precision: {"psnr_db": 40.0, "max_abs": 0.1}}}
+    edit(folder, change)
+    return folder
+
+
+def precisions(bundle: Path, scratch: Path) -> list[dict]:
+    """What each requested precision runs (Runtime.precision), on copies with reduced-precision graphs."""
+    cases = []
+    for precision, max_abs in (("int8", 0.0), ("int8", 0.5), ("fp16", 0.0)):
+        folder = with_precision(bundle, scratch, precision, max_abs)
+        for requested in ("auto", precision, "fp32"):
+            with Runtime(folder, backend="ort-cpu", threads=1, precision=requested) as runtime:
+                cases.append({"dir": str(folder), "requested": requested, "runs": runtime.precision})
     return cases
 
 
@@ -306,7 +338,7 @@ def main(scratch: Path) -> None:
     references = {"bundle": str(bundle), "version1": str(version1), "stages": stages.to_manifest(),
                   "seeds": seeds(), "coords": coords(), "plans": plans(model), "images": images(bundle, scratch),
                   "requests": request_refusals(bundle), "refusals": bundle_refusals(bundle, scratch),
-                  "nonfinite": nonfinite(bundle)}
+                  "nonfinite": nonfinite(bundle), "precisions": precisions(bundle, scratch)}
     (scratch / "references.json").write_text(json.dumps(references, allow_nan=False))
 
 

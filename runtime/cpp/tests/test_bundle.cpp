@@ -19,6 +19,7 @@ TEST(Bundle, EachBrokenBundleIsRefusedWithPythonsLine) {
         std::string want = c["message"], label = c["label"];
         creps::Options options;
         options.backend = c.value("backend", "ort-cpu");
+        options.precision = c.value("precision", "fp32");
         options.threads = 1;
         try {
             creps::Runtime runtime(c["dir"].get<std::string>(), options);
@@ -63,4 +64,17 @@ TEST(PyFormat, ReprAndDumpsAsPython) {
     EXPECT_EQ(creps::detail::py_path("a//b/./c/"), "a/b/c");
     EXPECT_EQ(creps::detail::py_path("./"), ".");
     EXPECT_EQ(creps::detail::head("ééé", 2), "éé");
+}
+
+TEST(Bundle, PrecisionRunsWhatPythonsRuns) {
+    const auto& cases = references()["precisions"];
+    ASSERT_EQ(cases.size(), 9u);
+    for (const auto& c : cases) {
+        creps::Options options{"ort-cpu", 1};
+        options.precision = c["requested"];
+        creps::Runtime runtime(c["dir"].get<std::string>(), options);
+        EXPECT_EQ(runtime.precision(), c["runs"].get<std::string>()) << c.dump();
+        // the reduced graphs are the fp32 files under other names: the same image whatever runs
+        EXPECT_EQ(runtime.generate({2}, {6, 4})[0].rgb.size(), 6u * 4 * 3);
+    }
 }

@@ -29,6 +29,9 @@ struct Options {
     std::optional<TileSize> tile;                          // default: as the Python runtime
     std::int64_t max_memory = 0;                           // bytes; 0: the Python runtime's default
     bool allow_engine_host_code = false;                   // TensorRT version-compatible engines (host code)
+    // fp32 | fp16 | int8 | auto: the graphs of the lines and pixels stages (auto: the backend's fastest whose
+    // error recorded by creps-calib meets the bundle's bar); TensorRT: must match its engines (auto: theirs).
+    std::string precision = "fp32";
 };
 
 struct GenerateOptions {
@@ -55,6 +58,7 @@ public:
     Runtime& operator=(Runtime&&) noexcept;
 
     std::string backend_name() const;
+    std::string precision() const;                        // what "auto" chose
     ModelInfo model() const;
 
     std::vector<float> z(const std::vector<std::int64_t>& seeds) const;    // numpy RandomState(s).randn(1, z_dim)
