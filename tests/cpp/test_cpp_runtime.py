@@ -160,6 +160,7 @@ BAD = [
     ["--seeds", "0,1", "--out", "FILE"], ["NO-OUT"],
     ["--bundle", "NOWHERE"], ["--bundle", "corrupt"], ["--bundle", "hash"], ["--bundle", "future"],
     ["--bundle", "missing-file"],
+    ["--seed", "3"], ["--bundel", "x"], ["--zzz"], ["extra"], ["--seeds", "1", "--size"],  # command-line misuse
 ]
 
 
@@ -176,10 +177,10 @@ def test_bad_input_is_one_line_and_no_file(bundle, tmp_path, monkeypatch, capsys
         for name, place in places.items():
             arg = arg.replace(name, place)
         args.append(arg)
+    if "--out" not in args and "NO-OUT" not in args:
+        args = ["--out", f"{out}/img.png", *args]
     if "--bundle" not in args:
         args = ["--bundle", str(bundle), *args]
-    if "--out" not in args and "NO-OUT" not in args:
-        args += ["--out", f"{out}/img.png"]
     args = [a for a in args if a != "NO-OUT"]
     code, _, want = in_process(monkeypatch, capsys, python_cli, "creps-run", *args)
     result = run_cpp(*args, check=False)

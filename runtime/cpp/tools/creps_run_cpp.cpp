@@ -290,6 +290,45 @@ void progress(std::int64_t done, std::int64_t total) {
     std::fflush(stderr);
 }
 
+// difflib.SequenceMatcher(None, a, b).ratio(): matching blocks found as it finds them (the longest match,
+// the earliest on ties, then both sides of it), for strings too short for its autojunk.
+double similarity(const std::string& a, const std::string& b) {
+    std::function<size_t(size_t, size_t, size_t, size_t)> matched = [&](size_t alo, size_t ahi, size_t blo,
+                                                                         size_t bhi) -> size_t {
+        size_t besti = alo, bestj = blo, bestsize = 0;
+        std::map<size_t, size_t> j2len;
+        for (size_t i = alo; i < ahi; ++i) {
+            std::map<size_t, size_t> next;
+            for (size_t j = blo; j < bhi; ++j) {
+                if (a[i] != b[j]) continue;
+                const size_t k = next[j] = (j > 0 && j2len.count(j - 1) ? j2len[j - 1] : 0) + 1;
+                if (k > bestsize) besti = i - k + 1, bestj = j - k + 1, bestsize = k;
+            }
+            j2len = std::move(next);
+        }
+        if (!bestsize) return 0;
+        return bestsize + matched(alo, besti, blo, bestj) + matched(besti + bestsize, ahi, bestj + bestsize, bhi);
+    };
+    return a.empty() && b.empty() ? 1.0 : 2.0 * double(matched(0, a.size(), 0, b.size())) / double(a.size() + b.size());
+}
+
+// click's NoSuchOption for a long option: difflib.get_close_matches(name, options) (3 at most, ratio >= 0.6).
+std::string no_such_option(const std::string& name, const std::vector<std::string>& options) {
+    std::vector<std::pair<double, std::string>> close;
+    for (const auto& option : options)
+        if (double r = similarity(option, name); r >= 0.6) close.emplace_back(r, option);
+    std::sort(close.rbegin(), close.rend());  // heapq.nlargest: by score, then name
+    close.resize(std::min<size_t>(close.size(), 3));
+    std::vector<std::string> names;
+    for (const auto& c : close) names.push_back(c.second);
+    std::sort(names.begin(), names.end());
+    std::string listed;
+    for (const auto& n : names) listed += (listed.empty() ? "" : ", ") + py_str_repr(n);
+    const std::string text = "No such option " + py_str_repr(name) + ".";
+    if (names.empty()) return text;
+    return text + (names.size() == 1 ? " Did you mean " + listed + "?" : " (Did you mean one of: " + listed + "?)");
+}
+
 [[noreturn]] void fail(const std::string& message) {
     std::string line;
     for (std::istringstream words(message); words;) {  // ' '.join(message.split()): one line
@@ -378,7 +417,13 @@ int main(int argc, char** argv) {
     } catch (const CLI::ExtrasError&) {
         const auto extras = app.remaining();
         const std::string first = extras.empty() ? "" : extras[0];
-        fail(first.rfind('-', 0) == 0 ? "No such option: " + first : "Got unexpected extra argument (" + first + ")");
+        if (first.rfind('-', 0) != 0) fail("Got unexpected extra argument (" + first + ")");
+        std::vector<std::string> long_options = {"--help", "--version", "--allow-engine-host-code"};
+        for (const auto& d : declared) long_options.push_back(d.name);
+        fail(no_such_option(first.substr(0, first.find('=')), long_options));
+    } catch (const CLI::ArgumentMismatch& e) {  // "--size: 1 required WxH missing"
+        const std::string what = e.what();
+        fail("Option '" + what.substr(0, what.find(':')) + "' requires an argument.");
     } catch (const CLI::ParseError& e) {
         fail(e.what());
     }
