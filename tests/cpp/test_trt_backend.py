@@ -40,7 +40,7 @@ PROFILE = {"batch": (1, 2, 4), "height": (1, 8, 16), "width": (1, 8, 16)}
 
 @pytest.fixture(scope="module")
 def harness() -> Path:
-    flags = ["-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-DCREPS_WITH_TENSORRT", f"-I{FAKE}",
+    flags = ["-std=c++17", "-O0", "-Wall", "-Wextra", "-Werror", "-DCREPS_WITH_TENSORRT", f"-I{FAKE}",
              f"-I{ROOT}/runtime/cpp/src", f"-I{ROOT}/runtime/cpp/include"]
     digest = hashlib.sha256()
     for path in [*SOURCES, *FAKE.glob("*.h"), *(ROOT / "runtime" / "cpp" / "src").glob("*.hpp"),
