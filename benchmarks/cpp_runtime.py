@@ -12,10 +12,10 @@ child). Binary sizes of the built library and CLI. Needs runtime/cpp built first
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -64,12 +64,23 @@ def run_json(command: list[str]) -> dict:
 
 
 def peak_rss(command: list[str]) -> int:
-    """The child's peak resident set in bytes (ru_maxrss of that one process)."""
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise CrepsError(f"{Path(command[0]).name} failed: {child.stderr.read().decode().strip()[-200:]}")
-    return usage.ru_maxrss * 1024
+    """The child's peak resident set in bytes: its VmHWM, read until it exits (ru_maxrss would carry over
+    this process's own peak, which a forked child inherits)."""
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a progress bar's output never blocks the child
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+    peak = 0
+    while child.poll() is None:
+        try:
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines()
+                                  if line.startswith("VmHWM")))
+        except (OSError, StopIteration):  # exiting: the last reading stands
+            pass
+        time.sleep(0.02)
+    if child.returncode != 0:
+        errors.seek(0)
+        raise CrepsError(f"{Path(command[0]).name} failed: {errors.read().decode().strip()[-200:]}")
+    return peak
 
 
 def timings(build: Path, bundle: Path, threads: int, repeats: int, folder: Path) -> list[dict]:

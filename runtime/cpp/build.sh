@@ -16,7 +16,9 @@ packages=(cmake g++ make pkg-config libpng-dev nlohmann-json3-dev libssl-dev lib
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] || packages+=(libonnxruntime-dev)
 missing=()
-for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

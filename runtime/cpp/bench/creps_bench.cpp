@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
         }
         if (argc > 5)
             std::ofstream(argv[5], std::ios::binary)
-                .write(reinterpret_cast<const char*>(images[0].rgb.data()), static_cast<std::streamsize>(images[0].rgb.size()));
+                .write(reinterpret_cast<const char*>(images[0].rgb.data()),
+                       static_cast<std::streamsize>(images[0].rgb.size()));
         std::cout << "{\"seconds\": " << best << ", \"backend\": \"" << runtime.backend_name() << "\"}\n";
     } catch (const creps::Error& exc) {
         std::cerr << exc.what() << "\n";

@@ -73,7 +73,8 @@ void validate_model(const ojson& model, const std::string& path) {
     std::sort(unknown.begin(), unknown.end());
     std::string joined;
     for (size_t i = 0; i < unknown.size(); ++i) joined += (i ? ", " : "") + unknown[i];
-    require(unknown.empty(), path, "manifest model section has unknown field " + joined + " (a bundle from a newer creps?)");
+    require(unknown.empty(), path,
+            "manifest model section has unknown field " + joined + " (a bundle from a newer creps?)");
     std::string missing;
     for (const char* field : MODEL_FIELDS)
         if (!model.contains(field)) missing += (missing.empty() ? "" : ", ") + std::string(field);
@@ -132,8 +133,9 @@ void validate_signature(const std::string& key, const ojson& entry, const ojson&
     std::string stage = entry["stage"].get<std::string>();
     for (auto [side, specs] : {std::pair{"inputs", &contract.inputs}, std::pair{"outputs", &contract.outputs}}) {
         ojson tensors = get(entry, side);
-        require(tensors.is_array() && std::all_of(tensors.begin(), tensors.end(), [](auto& t) { return t.is_object(); }),
-                path, "graph " + key + ": " + side + " is not a list of tensors");
+        bool listed = tensors.is_array() &&
+                      std::all_of(tensors.begin(), tensors.end(), [](auto& t) { return t.is_object(); });
+        require(listed, path, "graph " + key + ": " + side + " is not a list of tensors");
         ojson got = ojson::array();
         bool named = true;
         for (const ojson& t : tensors) {
@@ -220,7 +222,8 @@ void validate_manifest(const ojson& manifest, const std::string& path) {
             require(contains(PRECISIONS, entry["precision"].get<std::string>()), path,
                     "entry " + key + ": unknown precision " + repr_head(entry["precision"], 40));
             require(plain_name(entry["file"].get<std::string>()), path,
-                    "entry " + key + ": file " + repr_head(entry["file"], 80) + " must be a plain name inside the bundle");
+                    "entry " + key + ": file " + repr_head(entry["file"], 80) +
+                        " must be a plain name inside the bundle");
         }
     }
     const ojson& contract = builtin_stages();  // equal to a recorded one, checked above
@@ -246,9 +249,11 @@ std::string os_error(int error, const std::string& file) {  // str(OSError) as P
 void verify_file(const Bundle& bundle, const std::string& key, const ojson& entry) {
     std::string file = entry["file"].get<std::string>();
     std::error_code ec;
-    require(fs::is_regular_file(bundle.dir / file, ec), bundle.path, file + " (" + key + ") is missing; re-export the bundle");
+    require(fs::is_regular_file(bundle.dir / file, ec), bundle.path,
+            file + " (" + key + ") is missing; re-export the bundle");
     require(sha256_file(bundle.dir / file) == entry["sha256"].get<std::string>(), bundle.path,
-            file + " (" + key + ") does not match its sha256 in the manifest (corrupt or altered); re-export the bundle");
+            file + " (" + key + ") does not match its sha256 in the manifest (corrupt or altered); "
+                   "re-export the bundle");
 }
 
 std::optional<std::string> difference(const ojson& recorded, const ojson& want, const std::string& where) {
@@ -373,7 +378,8 @@ fs::path Bundle::graph_path(const std::string& stage) const {
         std::sort(keys.begin(), keys.end());
         std::string have;
         for (size_t i = 0; i < keys.size(); ++i) have += (i ? ", " : "") + keys[i];
-        fail(path, "no " + stage + " graph in the bundle (it has: " + (have.empty() ? "none" : have) + "); re-export it");
+        fail(path, "no " + stage + " graph in the bundle (it has: " + (have.empty() ? "none" : have) +
+                       "); re-export it");
     }
     return dir / graphs[stage]["file"].get<std::string>();
 }

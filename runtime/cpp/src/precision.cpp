@@ -28,7 +28,8 @@ std::vector<std::string> present(const Bundle& bundle) {
     std::vector<std::string> have;
     for (const char* p : PRECISIONS) {
         bool all = true;
-        for (const char* stage : {"mapping", "lines", "pixels"}) all = all && graphs.contains(graph_key(stage, stage_precision(stage, p)));
+        for (const char* stage : {"mapping", "lines", "pixels"})
+            all = all && graphs.contains(graph_key(stage, stage_precision(stage, p)));
         if (all) have.push_back(p);
     }
     return have;
@@ -65,7 +66,8 @@ std::optional<std::string> shortfall(const Bundle& bundle, const std::string& pr
             double want = bar.contains("psnr_db") && number(bar["psnr_db"]) ? bar["psnr_db"].get<double>()
                                                                              : std::numeric_limits<double>::infinity();
             if (!(number(psnr) && psnr.get<double>() >= want))
-                return "PSNR " + py_repr(psnr) + " dB < " + (bar.contains("psnr_db") ? py_repr(bar["psnr_db"]) : "None") + " dB";
+                return "PSNR " + py_repr(psnr) + " dB < " +
+                       (bar.contains("psnr_db") ? py_repr(bar["psnr_db"]) : "None") + " dB";
         }
         double limit = bar.contains("max_abs") && number(bar["max_abs"]) ? bar["max_abs"].get<double>() : -1;
         if (!(number(max_abs) && !max_abs.is_boolean() && max_abs.get<double>() <= limit))

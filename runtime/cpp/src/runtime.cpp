@@ -183,7 +183,8 @@ struct Runtime::Impl {
         const StageSpec& spec = bundle.stages.at(stage);
         slot.call.inputs.clear();
         for (const TensorSpec& t : spec.inputs)
-            slot.call.inputs.push_back(*std::find_if(named.begin(), named.end(), [&](auto& v) { return v.name == t.name; }));
+            slot.call.inputs.push_back(
+                *std::find_if(named.begin(), named.end(), [&](auto& v) { return v.name == t.name; }));
         auto shapes = bundle.output_shapes(stage, slot.call.inputs);
         slot.outputs.resize(shapes.size());
         slot.call.outputs.clear();
@@ -245,7 +246,9 @@ struct Runtime::Impl {
                 size_t i;
                 {
                     std::unique_lock<std::mutex> lock(mutex);
-                    changed.wait(lock, [&] { return stop || next_start == count || next_start < next_finish + window; });
+                    changed.wait(lock, [&] {
+                        return stop || next_start == count || next_start < next_finish + window;
+                    });
                     if (stop || next_start == count) return;
                     i = next_start++;
                 }
@@ -397,7 +400,8 @@ struct Runtime::Impl {
             size = {res, res};
         }
         if (request.batch < 1) throw Error("batch " + std::to_string(request.batch) + " must be at least 1");
-        if (!std::isfinite(request.psi)) throw Error("truncation psi " + float_text(request.psi) + " is not a finite number");
+        if (!std::isfinite(request.psi))
+            throw Error("truncation psi " + float_text(request.psi) + " is not a finite number");
         if (request.fit != "extend" && request.fit != "stretch")
             throw Error("fit " + py_str_repr(request.fit) + " is not one of extend, stretch");
         Batch every = images();
@@ -526,7 +530,8 @@ struct Runtime::Impl {
 
     Batch from_ws(const std::vector<float>& ws, float psi) const {
         if (psi != 1.0f)
-            throw Error("psi " + float_text(psi) + " with ws: truncation happens in the mapping, before ws (pass z instead)");
+            throw Error("psi " + float_text(psi) +
+                        " with ws: truncation happens in the mapping, before ws (pass z instead)");
         size_t width = static_cast<size_t>(num_ws) * w_dim;
         check_latents("ws", ws, width, std::to_string(num_ws) + ", " + std::to_string(w_dim));
         Batch batch;

@@ -101,12 +101,14 @@ std::vector<LineChunk> plan_lines(std::int64_t width, std::int64_t height, std::
                                    ceil_div(width, limits.line_width.second)});
     while (longest_part(height, calls) + longest_part(width, calls) > max_lines) ++calls;
     calls = std::max(calls, std::min(ceil_div(calls, workers) * workers, std::max(height, width)));
-    std::vector<Slice> ys_parts = split(height, std::min(calls, height)), xs_parts = split(width, std::min(calls, width));
+    std::vector<Slice> ys_parts = split(height, std::min(calls, height));
+    std::vector<Slice> xs_parts = split(width, std::min(calls, width));
     Slice pad_ys{0, std::min(height, std::max<std::int64_t>(1, limits.line_height.first))};
     Slice pad_xs{0, std::min(width, std::max<std::int64_t>(1, limits.line_width.first))};
     std::vector<LineChunk> chunks;
     for (std::int64_t i = 0; i < calls; ++i) {
-        bool no_ys = i >= static_cast<std::int64_t>(ys_parts.size()), no_xs = i >= static_cast<std::int64_t>(xs_parts.size());
+        bool no_ys = i >= static_cast<std::int64_t>(ys_parts.size());
+        bool no_xs = i >= static_cast<std::int64_t>(xs_parts.size());
         chunks.push_back({no_ys ? pad_ys : ys_parts[i], no_xs ? pad_xs : xs_parts[i], no_ys, no_xs});
     }
     for (const LineChunk& chunk : chunks) {
@@ -147,7 +149,8 @@ Plan make_plan(const ModelSizes& model, std::int64_t width, std::int64_t height,
     for (const Slice& part : plan.columns) check_range("tile width", part.size(), limits.tile_width);
     std::int64_t longest_call = 0;
     for (const LineChunk& c : plan.line_chunks) longest_call = std::max(longest_call, c.ys.size() + c.xs.size());
-    std::int64_t work = std::max(longest_call * line_bytes, std::int64_t{t.width} * t.height * batch * pixel_work_bytes(model));
+    std::int64_t work =
+        std::max(longest_call * line_bytes, std::int64_t{t.width} * t.height * batch * pixel_work_bytes(model));
     plan.estimated_bytes = features + workers * work;
     return plan;
 }

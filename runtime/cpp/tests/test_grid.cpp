@@ -16,7 +16,8 @@ TEST(Grid, CoordinatesEqualPythonsBitForBit) {
             window = creps::Window{w[0], w[1], w[2], w[3]};
         }
         creps::detail::coords(c["width"], c["height"], window ? &*window : nullptr, c["fit"], ys, xs);
-        std::string what = c["width"].dump() + "x" + c["height"].dump() + " " + c["window"].dump() + " " + c["fit"].get<std::string>();
+        std::string what = c["width"].dump() + "x" + c["height"].dump() + " " + c["window"].dump() + " " +
+                           c["fit"].get<std::string>();
         EXPECT_EQ(bits_of(ys), c["ys"].get<std::vector<std::uint32_t>>()) << what;
         EXPECT_EQ(bits_of(xs), c["xs"].get<std::vector<std::uint32_t>>()) << what;
         ++compared;

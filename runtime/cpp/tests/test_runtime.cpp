@@ -91,7 +91,8 @@ TEST(Runtime, MappingEqualsPythonsFloats) {
     for (const auto& c : references()["images"]) {
         if (!c.contains("mapping_z")) continue;
         creps::Runtime runtime(references()["bundle"].get<std::string>(), {"ort-cpu", 1});
-        EXPECT_EQ(bits_of(runtime.mapping(floats(c["mapping_z"]), c["psi"])), c["ws"].get<std::vector<std::uint32_t>>());
+        EXPECT_EQ(bits_of(runtime.mapping(floats(c["mapping_z"]), c["psi"])),
+                  c["ws"].get<std::vector<std::uint32_t>>());
         creps::ModelInfo model = runtime.model();
         EXPECT_EQ(model.z_dim, 32);
         EXPECT_EQ(model.num_ws * model.w_dim * 2, static_cast<int>(c["ws"].size()));
@@ -129,7 +130,8 @@ TEST(Runtime, SaveMakesTheFoldersItWritesInto) {
     runtime.save({path}, {1}, {5, 3});
     int width = 0, height = 0;
     EXPECT_EQ(decode_png(path, width, height).size(), 5u * 3 * 3);
-    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(scratch() + "/made/deeper"), {}), 1);  // no temporary left
+    // the file and no temporary
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(scratch() + "/made/deeper"), {}), 1);
 }
 
 TEST(Runtime, RequestsAreRefusedWithPythonsLine) {

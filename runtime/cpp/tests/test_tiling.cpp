@@ -20,7 +20,9 @@ struct Request {
 
 Request request_of(const nlohmann::json& c) {
     const auto& m = c["model"];
-    Request r{{m["num_blocks"], m["biline_channels"], m["rank"], m["img_channels"], m["channel_base"], m["channel_max"]},
+    ModelSizes model{m["num_blocks"], m["biline_channels"], m["rank"], m["img_channels"], m["channel_base"],
+                     m["channel_max"]};
+    Request r{model,
               c["width"], c["height"], c["batch"], c["workers"], std::nullopt, std::nullopt, {}};
     if (!c["tile"].is_null()) r.tile = creps::TileSize{c["tile"][0], c["tile"][1]};
     if (!c["max_memory"].is_null()) r.memory = c["max_memory"].get<std::int64_t>();
