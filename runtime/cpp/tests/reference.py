@@ -16,6 +16,7 @@ import numpy as np
 from creps import grid
 from creps.errors import CrepsError
 from creps.runtime import Runtime, stages
+from creps.runtime.bundle import sha256_file
 from creps.runtime.tiling import UNLIMITED, Limits, make_plan
 
 TINY = dict(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channel_base=512, channel_max=32, rank=4)
@@ -288,6 +289,11 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
     case("missing graph file", lambda folder: (folder / "lines.onnx").unlink())
     case("altered graph file", lambda folder: (folder / "pixels.onnx").write_bytes(b"altered"))
     case("no manifest", lambda folder: (folder / "manifest.json").unlink())
+
+    def unloadable(folder):  # listed with its true hash: only ONNX Runtime can tell
+        (folder / "pixels.onnx").write_bytes(b"not an onnx graph")
+        edit(folder, lambda m: m["graphs"]["pixels"].update(sha256=sha256_file(folder / "pixels.onnx")))
+    case("unloadable graph", unloadable)
     for label, precision in (("unknown precision", "bf16"), ("no int8 graphs", "int8")):
         cases.append({"label": label, "dir": str(bundle), "prefix": False, "precision": precision,
                       "message": message(lambda: Runtime(bundle, backend="ort-cpu", precision=precision))})
