@@ -27,6 +27,7 @@ const char* const MODEL_FIELDS[] = {"z_dim", "w_dim", "num_ws", "num_blocks", "b
                                     "channel_base", "channel_max", "truncation_cutoff"};
 const std::int64_t MAX_SIZE = 2147483647;  // the largest size a manifest may state (an int32)
 const char* const IO_DTYPE = "float32";
+const int MAX_DEPTH = 900;
 const char* const EDITED = "restore manifest.json or re-export the bundle";
 
 void require(bool ok, const std::string& path, const std::string& message) {
@@ -353,9 +354,13 @@ Bundle read_bundle(const std::string& dir, bool verify_hashes) {
     std::stringstream text;
     text << in.rdbuf();
     try {
-        bundle.manifest = ojson::parse(text.str());
+        // Python's decoder gives up near 1000 levels of nesting; no manifest comes near that
+        bundle.manifest = ojson::parse(text.str(), [](int depth, ojson::parse_event_t, ojson&) {
+            if (depth > MAX_DEPTH) throw std::runtime_error("maximum recursion depth exceeded while decoding JSON");
+            return true;
+        });
         bundle.plain = nlohmann::json::parse(text.str());
-    } catch (const nlohmann::json::exception& exc) {
+    } catch (const std::exception& exc) {  // nlohmann's parse errors, or the depth above
         throw BundleError(manifest_name + ": unreadable manifest (" + exc.what() + ")");
     }
     validate_manifest(bundle.manifest, bundle.path);

@@ -268,7 +268,8 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
         "no pixels graph": lambda m: m["graphs"].pop("pixels"),
     }
     texts = {"truncated": b"{truncated", "not an object": b"[]", "bad utf-8": b"\xff\xfe{}",
-             "version float text": b'{"format": "creps-bundle", "format_version": 1.0}'}
+             "version float text": b'{"format": "creps-bundle", "format_version": 1.0}',
+             "too deep": b"[" * 100000 + b"]" * 100000}
     root = scratch / "refused"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
@@ -283,9 +284,9 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
 
     for label, change in changes.items():
         case(label, lambda folder: edit(folder, change))
-    for label, text in texts.items():
-        case(label, lambda folder: (folder / "manifest.json").write_bytes(text), prefix="unreadable" in label
-             or label in ("truncated", "bad utf-8"))
+    for label, text in texts.items():  # the decoder's own words differ: compared up to them
+        case(label, lambda folder: (folder / "manifest.json").write_bytes(text),
+             prefix=label in ("truncated", "bad utf-8", "too deep"))
     case("missing graph file", lambda folder: (folder / "lines.onnx").unlink())
     case("altered graph file", lambda folder: (folder / "pixels.onnx").write_bytes(b"altered"))
     case("no manifest", lambda folder: (folder / "manifest.json").unlink())
