@@ -44,8 +44,14 @@ if [ "${VERSION_CODENAME:-}" = bookworm ]; then
   ort_include="$ort/usr/include/onnxruntime"
 fi
 
-capi="$(python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')"
-ort_library="$(ls "$capi"/libonnxruntime.so.1.* | head -n 1)"
+if ! capi="$(python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')"
+then
+  echo "build.sh: the python on PATH has no onnxruntime: activate the creps venv" \
+       "(pip install -e '.[ort]' in the creps checkout)" >&2
+  exit 1
+fi
+ort_library="$(ls "$capi"/libonnxruntime.so.1.* 2>/dev/null | head -n 1)"
+[ -n "$ort_library" ] || { echo "build.sh: no libonnxruntime.so.1.* in $capi" >&2; exit 1; }
 echo "ONNX Runtime: headers $ort_include (API $(sed -n 's/^#define ORT_API_VERSION \([0-9]*\).*/\1/p' \
   "$ort_include/onnxruntime_c_api.h")), library $ort_library"
 
