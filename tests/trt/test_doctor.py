@@ -3,6 +3,7 @@ prints, the bars it applies, its exit status, and the one line it says when some
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -47,8 +48,9 @@ def test_on_the_simulated_gpu_every_engine_meets_its_bar(fake_gpu, gpu, monkeypa
     shutil.copytree(doctor.tiny_bundle(), default)
     code, out, err = doctor_run(monkeypatch, capsys, lambda: default)
     assert code == 0, err
-    assert out.startswith(f"creps-doctor: TensorRT {gpu.tensorrt.__version__}, CUDA runtime 12.6, ")
-    assert "(CUDA 12.8), GPU Fake GPU, compute capability 8.7" in out.splitlines()[0]
+    assert re.fullmatch(rf"creps-doctor: TensorRT {re.escape(gpu.tensorrt.__version__)}, CUDA runtime \d+\.\d+, "
+                        r"driver (\d+(\.\d+)+ )?\(CUDA \d+\.\d+\), GPU Fake GPU, compute capability 8\.7",
+                        out.splitlines()[0]), out.splitlines()[0]
     assert "tiny 64x64, 96x40, 33x17" in out  # the training resolution 32: square, wide, odd
     table = rows(out)
     assert set(table) == {(b, p, g) for b in ("tiny", "default") for p, graphs in GRAPHS.items() for g in graphs}
@@ -102,6 +104,10 @@ def test_nan_or_inf_from_an_engine_fails_whatever_the_bar(precision, graph, imag
                           [({"x": reference}, {"x": reference})], [1e-3]).result == ("pass" if image else "-")
 
 
+def test_cuda_versions_as_cuda_numbers_them():  # 1000 * major + 10 * minor (cudaRuntimeGetVersion)
+    assert [doctor.cuda_version(n) for n in (12060, 11080, 13000, 12010)] == ["12.6", "11.8", "13.0", "12.1"]
+
+
 def test_without_tensorrt_one_line(monkeypatch, capsys):
     for module in ("tensorrt", "cuda", "cuda.bindings"):
         monkeypatch.setitem(sys.modules, module, None)  # import fails
@@ -111,9 +117,9 @@ def test_without_tensorrt_one_line(monkeypatch, capsys):
     assert "TensorRT is not installed here" in err and "cuda-python is not installed here" in err
 
 
-def test_without_a_gpu_one_line(gpu, monkeypatch, capsys):
-    cudart = trt_runtime.load_cudart()
-    monkeypatch.setattr(cudart, "cudaGetDeviceCount", lambda: (cudart.cudaError_t.cudaSuccess, 0))
+def test_without_a_gpu_one_line(fake_gpu, monkeypatch, capsys):
+    fake_gpu.present = False  # TensorRT and cuda-python installed, no device: cudaErrorNoDevice
     code, out, err = in_process(monkeypatch, capsys, doctor.cli, "creps-doctor")
-    assert code == 1 and out == "" and err.strip() == ("error: creps-doctor needs TensorRT, cuda-python and an NVIDIA "
-                                                       "GPU: no CUDA device on this machine")
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: creps-doctor needs TensorRT, cuda-python and an NVIDIA GPU: no usable CUDA device")
+    assert "TensorRT is not installed" not in err
