@@ -375,20 +375,6 @@ Bundle read_bundle(const std::string& dir, bool verify_hashes) {
     return bundle;
 }
 
-fs::path Bundle::graph_path(const std::string& stage) const {
-    const ojson& graphs = manifest["graphs"];
-    if (!graphs.contains(stage)) {
-        std::vector<std::string> keys;
-        for (auto& [key, entry] : graphs.items()) keys.push_back(key);
-        std::sort(keys.begin(), keys.end());
-        std::string have;
-        for (size_t i = 0; i < keys.size(); ++i) have += (i ? ", " : "") + keys[i];
-        fail(path, "no " + stage + " graph in the bundle (it has: " + (have.empty() ? "none" : have) +
-                       "); re-export it");
-    }
-    return dir / graphs[stage]["file"].get<std::string>();
-}
-
 std::string Bundle::display(const std::string& file) const { return join(path, file); }
 
 std::vector<std::vector<std::int64_t>> Bundle::output_shapes(const std::string& stage,

@@ -43,8 +43,6 @@ public:
     std::map<std::string, StageSpec> stages;
 
     std::int64_t model(const std::string& field) const { return manifest["model"][field].get<std::int64_t>(); }
-    // The file of a stage's fp32 graph; BundleError when the bundle has none.
-    std::filesystem::path graph_path(const std::string& stage) const;
     std::string display(const std::string& file) const;  // str(bundle.path / file)
     BundleRef ref() const { return {dir, &plain}; }
     // The shape of each output of `stage` for a call with `inputs` (axes resolved as the contract says).
