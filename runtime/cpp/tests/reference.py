@@ -50,11 +50,28 @@ def coords() -> list[dict]:
                 ys, xs = grid.coords(width, height, window=window, fit=fit)
                 cases.append({"width": width, "height": height, "window": window, "fit": fit,
                               "ys": bits(ys), "xs": bits(xs)})
+    cases += endpoint_cases()
     for width, height in [(0, 5), (5, 0), (-3, 4), (2**20 + 1, 1), (65537, 65536)]:
         try:
             grid.check_size(width, height)
         except ValueError as exc:
             cases.append({"width": width, "height": height, "error": str(exc)})
+    return cases
+
+
+def endpoint_cases() -> list[dict]:
+    """Windows whose last coordinate shows numpy's rule that linspace ends exactly at stop: stop a float32
+    tie (1 + 2**-24) that the stepped float64 value misses by an ulp, so the two round apart."""
+    stop, cases = 1 + 2**-24, []
+    for start in np.linspace(-3, 0.9, 400):
+        for n in range(3, 40):
+            stepped = (n - 1) * ((stop - start) / (n - 1)) + start
+            if np.float32(stepped) != np.float32(stop) and len(cases) < 4:
+                window = (float(start), float(start), stop, stop)
+                ys, xs = grid.coords(n, n, window=window)
+                cases.append({"width": n, "height": n, "window": window, "fit": "extend", "ys": bits(ys),
+                              "xs": bits(xs)})
+    assert cases, "no window shows the endpoint rule"
     return cases
 
 
