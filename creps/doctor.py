@@ -41,20 +41,12 @@ from creps.extras import missing, require
 from creps.runtime import trt as trt_runtime
 from creps.runtime.backends import BackendUnavailable, OrtBackend
 from creps.runtime.bundle import read_bundle
-from creps.runtime.default import default_bundle
+from creps.runtime.default import default_bundle, tiny_bundle
 from creps.runtime.generate import Runtime
 
 SEED, PSI = 1, 0.7
 PRECISIONS = ("fp32", "fp16")
 DRIVER_FILE = Path("/proc/driver/nvidia/version")  # the kernel module's release (not on a Jetson's nvgpu)
-
-
-def tiny_bundle() -> Path:
-    """The tiny bundle the package ships (tests/make_tiny_bundle.py writes it): the torch-free
-    tests and creps-doctor run on it."""
-    import creps
-
-    return Path(creps.__file__).resolve().parent / "data" / "tiny"
 
 
 @dataclasses.dataclass

@@ -32,10 +32,20 @@ from creps.runtime.bundle import MANIFEST, read_bundle, sha256_file
 
 log = logging.getLogger(__name__)
 
-def default_checkpoint() -> Path:
+def package_data() -> Path:
     import creps
 
-    return Path(creps.__file__).resolve().parent / "data" / "default" / "network.safetensors"
+    return Path(creps.__file__).resolve().parent / "data"
+
+
+def default_checkpoint() -> Path:
+    return package_data() / "default" / "network.safetensors"
+
+
+def tiny_bundle() -> Path:
+    """The tiny bundle the package ships (tests/make_tiny_bundle.py writes it): the torch-free
+    tests and creps-doctor run on it."""
+    return package_data() / "tiny"
 
 
 def cache_root() -> Path:

@@ -21,7 +21,7 @@ from tiny_models import random_generator  # noqa: E402
 
 from creps.export import export_bundle  # noqa: E402
 from creps.model import Generator, GeneratorConfig  # noqa: E402
-from creps.runtime.doctor import tiny_bundle  # noqa: E402
+from creps.runtime.default import tiny_bundle  # noqa: E402
 
 CONFIG = GeneratorConfig(z_dim=32, w_dim=32, img_resolution=32, mapping_layers=2, channel_base=256, channel_max=16,
                          biline_channels=8, rank=8)

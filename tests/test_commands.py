@@ -3,6 +3,7 @@ and safetensors blocked. What cannot run says in one line what to install; what 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def made(tmp_path_factory):
 
 def test_every_command_is_covered_here():
     assert set(SCRIPTS) == {"creps-generate", "creps-train", "creps-export", "creps-run", "creps-calib",
-                            "creps-bench"}
+                            "creps-bench", "creps-doctor"}
 
 
 # (script, its arguments, the extra the line must name, a module the line must name)
@@ -75,3 +76,12 @@ def test_run_and_engine_plans_need_none_of_it(made, tmp_path):
                               tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "TensorRT build plan" in done.stdout and tried == []
+
+
+def test_doctor_says_what_it_needs_without_the_torch_side(tmp_path):
+    """creps-doctor on a machine without TensorRT or PyTorch: one line naming TensorRT; it never looked for torch."""
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("TensorRT is installed here: creps-doctor runs its checks (tests/trt/test_doctor.py)")
+    done, tried = run_without(TORCH_SIDE, SCRIPTS["creps-doctor"], tmp_path=tmp_path)
+    assert_one_line_error(done, "creps-doctor needs TensorRT, cuda-python and an NVIDIA GPU")
+    assert tried == []

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from creps.runtime.bundle import read_bundle
-from creps.runtime.doctor import tiny_bundle as shipped_tiny_bundle
+from creps.runtime.default import tiny_bundle as shipped_tiny_bundle
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 from creps import grid
 from creps.runtime.backends import OrtBackend
 from creps.runtime.bundle import read_bundle
-from creps.runtime.doctor import tiny_bundle
+from creps.runtime.default import tiny_bundle
 
 VARIES = ("exporter", "verification")  # versions of torch/onnx/onnxscript; errors measured at export
 GRAPH_BYTES = ("sha256",)  # a newer exporter may write the same graph differently

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from creps.runtime.doctor import tiny_bundle
+from creps.runtime.default import tiny_bundle
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from in_process import in_process
 
 from creps.errors import CrepsError
-from creps.runtime import doctor
+from creps import doctor
 from creps.runtime import trt as trt_runtime
 
 GRAPHS = {"fp32": ["mapping", "lines", "pixels", "image"], "fp16": ["mapping", "lines.fp16", "pixels.fp16", "image"]}
