@@ -49,6 +49,9 @@ def _parse(trt, builder, logger, path: Path):
 def _config(trt, builder, network, build: StageBuild, workspace: int, cache, version_compatible: bool,
             hardware: str):
     config = builder.create_builder_config()
+    # TensorRT runs FP32 layers as TF32 (10-bit mantissa, FP16's) by default: that would break
+    # the FP32 engines' parity and the FP16 engines' FP32 islands, chosen where FP16 is too coarse.
+    config.clear_flag(trt.BuilderFlag.TF32)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):

@@ -308,7 +308,7 @@ class TensorRTBackend(Backend):
         mismatch = engine_mismatch(bundle, precision)
         if mismatch:
             raise BackendUnavailable(f"tensorrt: {mismatch}")
-        self.precision = engines_precision(bundle)
+        self._precision = engines_precision(bundle)
         for entry in entries.values():  # every refusal before anything is allocated
             check_engine(entry, bundle.path, trt.__version__, device)
             check_host_code(entry, bundle.path, allow_engine_host_code)
@@ -325,6 +325,10 @@ class TensorRTBackend(Backend):
                 self.engines[stage] = _StageEngine(trt, cudart, self.runtime, bundle, stage, entry, host_code, stack)
             self._resources = stack.pop_all()
         log.info("tensorrt %s on %s (%s)", trt.__version__, device.name, device.compute_capability)
+
+    @property
+    def precision(self) -> str:  # what the engines were built in
+        return self._precision
 
     def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return next(iter(self.run_stream(stage, [feeds])))

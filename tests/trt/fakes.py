@@ -659,7 +659,9 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
 
     class IBuilderConfig:
         def __init__(self):
-            self.pools, self.profiles, self.flags, self.cache = {}, [], 0, None
+            # TF32 is the one builder flag set by default (IBuilderConfig: "TF32 ... enabled by default").
+            self.pools, self.profiles, self.cache = {}, [], None
+            self.flags = 1 << int(T.BuilderFlag.TF32)
             self.hardware_level = T.HardwareCompatibilityLevel.NONE
 
         def set_memory_pool_limit(self, pool, pool_size):
