@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
-from creps.calib import Job, calibrate_bundle, emulate, int8  # noqa: E402
+from creps.calib import Job, calibrate_bundle  # noqa: E402
 from creps.calib.bars import PRECISION_BARS, shortfalls  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import StageRunner, compare, worst  # noqa: E402
@@ -46,24 +46,6 @@ def probe_errors(reference: StageRunner, test: StageRunner) -> dict:
     return worst([compare(reference.image(job, PROBE), test.image(job, PROBE)) for job in ERROR_JOBS])
 
 
-def int8_pixel_variants(activation: dict, int8_reference: StageRunner) -> dict:
-    """What limits INT8: the pixel stage re-quantized with groups of layers kept in float."""
-    model = activation["pixels"]
-    constants = {t.name for t in model.graph.initializer}
-    spatial = emulate.dependent_nodes(model, {"cols", "rows"})
-    layers = [n for n in model.graph.node if n.op_type in int8.QUANTIZED_OPS and n.name in spatial]
-    products = [n.name for n in layers if not constants.intersection(n.input)]
-    groups = {"activation_products_float": products, "output_blocks_float": [n.name for n in layers[-6:]]}
-    groups["both_float"] = groups["activation_products_float"] + groups["output_blocks_float"]
-    feeds = int8.calibration_feeds(activation, ANALYSIS_JOBS, int8.CALIBRATION_PROBE)["pixels"]
-    out = {}
-    for name, exclude in groups.items():
-        quantized = int8.quantize(model, feeds, int8.style_path_nodes(model, "pixels") + exclude)
-        out[name] = {"kept_float": exclude, **probe_errors(int8_reference, StageRunner({**activation,
-                                                                                        "pixels": quantized}))}
-    return out
-
-
 def cross_checks(bundle_dir: Path, G) -> dict:
     """The written FP16 graphs run with ONNX Runtime's own FP16 CPU kernels, and INT8 one stage at a time."""
     bundle = read_bundle(bundle_dir)
@@ -77,7 +59,6 @@ def cross_checks(bundle_dir: Path, G) -> dict:
             {**fp32, "lines": graphs["lines.fp16"], "pixels": graphs["pixels.fp16"]})),
         "int8_lines_only": probe_errors(int8_reference, StageRunner({**activation, "lines": graphs["lines.int8"]})),
         "int8_pixels_only": probe_errors(int8_reference, StageRunner({**activation, "pixels": graphs["pixels.int8"]})),
-        "int8_pixels_only_variants": int8_pixel_variants(activation, int8_reference),
         "probe": f"{PROBE} rows x {PROBE} columns of each error job",
     }
 
@@ -90,7 +71,7 @@ def main() -> dict:
     G = random_generator(GeneratorConfig(), seed=0, output_std=0.5)
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
-        report = calibrate_bundle(bundle_dir, True, True, G, ANALYSIS_JOBS, ERROR_JOBS)
+        report = calibrate_bundle(bundle_dir, True, True, G, ANALYSIS_JOBS, ERROR_JOBS, keep_below_bar=True)
         checks = cross_checks(bundle_dir, G)
         manifest = read_bundle(bundle_dir).manifest
         plans = {precision: build_plan(manifest, precision, [(2048, 512)], 1, JETSON_BUDGET)
@@ -113,7 +94,9 @@ def main() -> dict:
     kept = report["fp16"]["plan"]["fp32_compute_nodes"]
     print(f"FP32 islands (besides the style path): {len(kept)} compute nodes: "
           + ", ".join(f"{k['stage']}/{k['name']} ({k['op']}, {k['fp32_reason']})" for k in kept[:20]))
-    print(f"INT8 measured in ONNX Runtime CPU at 512x512: max abs {int8['max_abs']:.3g}, PSNR {int8['psnr_db']} dB")
+    print(f"INT8 measured in ONNX Runtime CPU at 512x512: max abs {int8['max_abs']:.3g}, PSNR {int8['psnr_db']} dB, "
+          f"uint8 PSNR {int8['uint8_psnr_db']} dB ({report['int8']['plan']['int8_layers']} of "
+          f"{report['int8']['plan']['layers']} layers INT8; benchmarks/int8.py has the plan's curve and speed)")
     print(f"Cross-checks on a {PROBE}x{PROBE} probe: {json.dumps(checks)}")
     print("\n".join(plans["fp16"].describe()))
     return result

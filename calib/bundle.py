@@ -16,8 +16,8 @@ from pathlib import Path
 
 import onnx
 
-from creps.calib import fp16, int8
-from creps.calib.bars import PRECISION_BARS, shortfalls
+from creps.calib import fp16, int8, qdq
+from creps.calib.bars import PRECISION_BARS, psnr_key, shortfalls
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
 from creps.errors import BundleError, CrepsError
 from creps.export.signature import io_signature
@@ -103,12 +103,14 @@ def judge(precision: str, error: dict, bundle, keep_below_bar: bool) -> None:
 
 def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, int8_graphs: bool = False,
                      G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None,
-                     source: str | os.PathLike | None = None, keep_below_bar: bool = False) -> dict:
+                     source: str | os.PathLike | None = None, keep_below_bar: bool = False,
+                     target_psnr: float | None = PRECISION_BARS["int8"][psnr_key("int8")]) -> dict:
     """Write the requested FP16 / INT8 graphs into the bundle; returns the report.
 
     `jobs` drive the FP16 analysis and the INT8 calibration; the error against FP32 is
     reported on full images of `error_jobs` (default: the same jobs) and judged against
-    PRECISION_BARS. `source` is the checkpoint `G` came from: refused unless it is the
+    PRECISION_BARS. INT8 keeps in float the fewest layers that hold the images' uint8 PSNR
+    at `target_psnr` (None: every layer INT8). `source` is the checkpoint `G` came from: refused unless it is the
     bundle's. Everything that can be refused is, before the long work or before writing.
     """
     error_jobs = error_jobs or jobs
@@ -131,13 +133,18 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                             "predicted_error": predicted["worst"]}))
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
-        quantized = int8.calibrate(activation, jobs)
+        quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr)
         measured = int8.measure(activation, quantized, error_jobs)
         judge("int8", measured["worst"], bundle, keep_below_bar)
+        kept_float = {s: [f.split("/", 1)[1] for f in int8_plan["float_layers"] if f.startswith(f"{s}/")]
+                      for s in quantized}
         for stage, model in quantized.items():
-            graphs.append((stage, "int8", model, {"modulation": "activation", "qdq": int8.qdq_summary(model),
+            graphs.append((stage, "int8", model, {"modulation": "activation", "qdq": qdq.summary(model),
+                                                  "target_uint8_psnr_db": target_psnr,
+                                                  "float_layers": kept_float[stage],
                                                   "measured_error": measured["worst"]}))
-        report["int8"] = {"qdq": {s: int8.qdq_summary(m) for s, m in quantized.items()}, "measured_error": measured}
+        report["int8"] = {"qdq": {s: qdq.summary(m) for s, m in quantized.items()}, "plan": int8_plan,
+                          "measured_error": measured}
     for stage, precision, model, fields in graphs:
         _write_graph(bundle, manifest, stage, precision, model, **fields)
     manifest.setdefault("verification", {})

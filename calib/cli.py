@@ -4,12 +4,18 @@
 Examples:
   creps-calib --bundle out/ffhq                       # FP16 graphs (lines.fp16, pixels.fp16)
   creps-calib --bundle out/ffhq --int8 --network ffhq.safetensors
+  creps-calib --bundle out/ffhq --no-fp16 --int8 --target-psnr 48 --network ffhq.safetensors
   creps-calib --bundle out/ffhq --seeds 0-3 --trunc 1.0,0.7 --sizes 512x512,2048x512 --report calib.json
 
 Sample jobs pair the seeds with the psi values and sizes, cycling the shorter lists
 (defaults: seed 0 at psi 1 and 512x512, seed 1 at psi 0.7 and 2048x512). Graphs whose
 images on the worst job miss the precision bar against fp32 are refused (--force keeps
 them, with a warning): {bars}. Graphs with NaN or Inf in their images are always refused.
+
+INT8 measures each layer's error contribution and keeps in float the fewest, most
+sensitive layers that hold the images' uint8 PSNR at --target-psnr (the int8 bar's by
+default; 0 puts every layer in INT8); the plan and the layers kept in float go into the
+manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from creps.calib.bars import describe_bars
+from creps.calib.bars import PRECISION_BARS, describe_bars, psnr_key
 from creps.cli import SEEDS, SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.extras import require
@@ -52,9 +58,11 @@ def parse_floats(text: str) -> list[float]:
 @click.option("--seeds", type=SEEDS, default="0,1", show_default=True, help="Seeds of the sample jobs.")
 @click.option("--trunc", "psis", default="1.0,0.7", show_default=True, help="Truncation psi values, cycled.")
 @click.option("--sizes", default="512x512,2048x512", show_default=True, help="Sizes WxH, cycled.")
+@click.option("--target-psnr", type=click.FloatRange(min=0), default=PRECISION_BARS["int8"][psnr_key("int8")],
+              show_default=True, help="INT8: the uint8 PSNR (dB) the mixed plan aims at.")
 @click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, force, report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, force, report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
@@ -67,12 +75,18 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, force, report):
         G = load_generator(network)
     from creps.calib.bundle import calibrate_bundle
 
-    result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force)
+    result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force,
+                              target_psnr=target_psnr)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]
             click.echo(f"{kind}: {key.replace('_', ' ')} vs fp32: max abs {err['max_abs']:.3g}, "
-                       f"PSNR {err['psnr_db']} dB, uint8 pixels changed {100 * err['uint8_pixels_changed']:.2f}%")
+                       f"PSNR {err['psnr_db']} dB, uint8 PSNR {err['uint8_psnr_db']} dB, "
+                       f"uint8 pixels changed {100 * err['uint8_pixels_changed']:.2f}%")
+    if "int8" in result:
+        plan = result["int8"]["plan"]
+        click.echo(f"int8: {plan['int8_layers']} of {plan['layers']} layers in INT8 (target {target_psnr:g} dB); "
+                   f"kept in float: {', '.join(plan['float_layers']) or 'none'}")
     if report is not None:
         with atomic_path(report) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,23 +94,35 @@ def check_reference(reference: np.ndarray, where: str = "the sample jobs") -> No
 
 
 def compare(reference: np.ndarray, test: np.ndarray) -> dict:
-    """Error of `test` against `reference` images: max abs, PSNR (peak 2.0), uint8 pixels changed,
-    and the fraction of `test` values that are NaN or Inf (counted as 0 in the other figures).
-    A non-finite reference is an error: the FP32 graphs themselves are broken."""
+    """Error of `test` against `reference` images: max abs and PSNR (peak 2.0) of the float
+    images; PSNR (peak 255) and max abs (levels) of their uint8 images, as written to PNG;
+    uint8 pixels changed; and the fraction of `test` values that are NaN or Inf (counted as
+    0 in the other figures). A non-finite reference is an error: the FP32 graphs themselves
+    are broken."""
     check_reference(reference)
     non_finite = float(np.mean(~np.isfinite(test)))
     test = np.nan_to_num(test, nan=0.0, posinf=0.0, neginf=0.0)
     diff = test.astype(np.float64) - reference.astype(np.float64)
-    mse = float(np.mean(diff**2))
-    psnr = math.inf if mse == 0 else 10 * math.log10(PSNR_PEAK**2 / mse)
-    changed = np.any(grid.to_uint8(test) != grid.to_uint8(reference), axis=-1)
-    return {"max_abs": float(np.max(np.abs(diff))), "psnr_db": round(psnr, 2) if math.isfinite(psnr) else None,
+    test_u8, reference_u8 = grid.to_uint8(test), grid.to_uint8(reference)
+    changed = np.any(test_u8 != reference_u8, axis=-1)
+    levels = test_u8.astype(np.float64) - reference_u8
+    return {"max_abs": float(np.max(np.abs(diff))), "psnr_db": _psnr(PSNR_PEAK, float(np.mean(diff**2))),
+            "uint8_psnr_db": _psnr(255.0, float(np.mean(levels**2))), "uint8_max_abs": int(np.max(np.abs(levels))),
             "uint8_pixels_changed": float(np.mean(changed)), "non_finite": non_finite}
+
+
+def _psnr(peak: float, mse: float) -> float | None:
+    """10 log10(peak^2 / MSE), rounded to 0.01 dB; None for identical images."""
+    return None if mse == 0 else round(10 * math.log10(peak**2 / mse), 2)
 
 
 def worst(errors: list[dict]) -> dict:
     """The worst of several `compare` results (largest max abs, lowest PSNR, most non-finite values)."""
-    psnrs = [e["psnr_db"] for e in errors if e["psnr_db"] is not None]
-    return {"max_abs": max(e["max_abs"] for e in errors), "psnr_db": min(psnrs) if psnrs else None,
+    def lowest(key):
+        values = [e[key] for e in errors if e[key] is not None]
+        return min(values) if values else None
+
+    return {"max_abs": max(e["max_abs"] for e in errors), "psnr_db": lowest("psnr_db"),
+            "uint8_psnr_db": lowest("uint8_psnr_db"), "uint8_max_abs": max(e["uint8_max_abs"] for e in errors),
             "uint8_pixels_changed": max(e["uint8_pixels_changed"] for e in errors),
             "non_finite": max(e["non_finite"] for e in errors)}

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from creps.calib import bars, cli, fp16
+from creps.calib import bars, cli, fp16, sensitivity
 from creps.checkpoint import save_checkpoint
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
 from in_process import in_process
@@ -44,6 +44,13 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     data = json.loads(report.read_text())
     assert data["error_jobs"][1] == {"seed": 1, "psi": 0.7, "size": "37x13"}
     assert data["bars"] == bars.PRECISION_BARS
+    # The bar is enforced at the default target (the bar's 45 dB) and the plan is in the manifest.
+    assert graphs["pixels.int8"]["measured_error"]["uint8_psnr_db"] >= 45
+    assert graphs["lines.int8"]["target_uint8_psnr_db"] == 45.0
+    plan = read_bundle(bundle).manifest["verification"]["precision"]["int8"]["plan"]
+    assert plan["float_layers"] == [f"{s}/{name}" for s in ("lines", "pixels")
+                                    for name in graphs[f"{s}.int8"]["float_layers"]]
+    assert f"kept in float: {', '.join(plan['float_layers']) or 'none'}" in done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -66,9 +73,13 @@ def test_int8_on_folded_graphs_without_checkpoint_says_what_to_pass(tiny_bundle,
 
 
 def run(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """creps-calib in this process (so a test can move a bar); (exit code, stderr)."""
+    """creps-calib in this process (so a test can move a bar), with a one-option INT8 search
+    (these tests are about refusals, not the search); (exit code, stderr as a terminal shows
+    it: the progress bars, which clear themselves, gone)."""
+    monkeypatch.setattr(sensitivity, "ALPHAS", (0.0,))
+    monkeypatch.setattr(sensitivity, "SEARCH_METHODS", ("minmax",))
     code, _, err = in_process(monkeypatch, capsys, cli.cli, "creps-calib", *args)
-    return code, err
+    return code, err.split("\r")[-1]
 
 
 def snapshot(folder):
@@ -91,11 +102,11 @@ def bundle_and_checkpoint(tiny_G, tiny_bundle, tmp_path):
 def test_int8_below_the_bar_is_refused_and_kept_only_with_force(bundle_and_checkpoint, monkeypatch, capsys, caplog):
     bundle, ckpt = bundle_and_checkpoint
     before = snapshot(bundle)
-    monkeypatch.setitem(bars.PRECISION_BARS, "int8", {"psnr_db": 200.0, "max_abs": 1e-9})  # no INT8 graph meets it
-    args = ["--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt, *SMALL]
+    monkeypatch.setitem(bars.PRECISION_BARS, "int8", {"uint8_psnr_db": 200.0, "max_abs": 1e-9})  # none meets it
+    args = ["--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt, "--target-psnr", "0", *SMALL]
     code, err = run(monkeypatch, capsys, *args)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "int8 graphs below the int8 bar (PSNR" in err and "nothing written" in err and "--force" in err
+    assert "int8 graphs below the int8 bar (uint8 PSNR" in err and "nothing written" in err and "--force" in err
     assert snapshot(bundle) == before
     with caplog.at_level(logging.WARNING):
         code, err = run(monkeypatch, capsys, *args, "--force")

@@ -1,70 +1,24 @@
-"""INT8 Q/DQ: TensorRT's rules checked, Q/DQ semantics against numpy fake quantization, tiny bundle error."""
+"""INT8 plans on the tiny bundle: TensorRT's rules, the --target-psnr choice, tiled equals untiled in ONNX Runtime."""
 
 import numpy as np
-import onnx
+import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from calib_jobs import JOBS
-from creps.calib import emulate, int8
+from creps.calib import int8, qdq
 from creps.calib.bundle import activation_form_models
+from creps.calib.samples import StageRunner
+from creps.calib.sensitivity import MARGIN_DB
 from creps.errors import BundleError
 from creps.runtime.bundle import read_bundle
 
-RNG = np.random.default_rng(1)
-W = RNG.standard_normal((16, 6)).astype(np.float32) * np.linspace(0.1, 3, 6, dtype=np.float32)  # per-column spread
+PROBE = 48  # above every job side: the probes are the whole images
+RANGE_SEEDS = 4
 
 
-def matmul_graph() -> onnx.ModelProto:
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])],
-                          [numpy_helper.from_array(W, "W")])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-
-
-def fake_quant(a, scale):
-    return np.clip(np.round(a / scale), -127, 127) * scale
-
-
-def test_qdq_matches_numpy_symmetric_fake_quantization():
-    feeds = [{"x": RNG.standard_normal((32, 16)).astype(np.float32) * 4} for _ in range(3)]
-    model = int8.quantize(matmul_graph(), feeds)
-    int8.check_qdq(model)
-    x_scale = max(np.abs(f["x"]).max() for f in feeds) / 127  # min-max calibration, symmetric
-    y_scale = max(np.abs(f["x"] @ W).max() for f in feeds) / 127  # the output is quantized too
-    w_scale = np.abs(W).max(axis=0) / 127  # per output channel
-    x = RNG.standard_normal((5, 16)).astype(np.float32) * 3
-    want = fake_quant(fake_quant(x, x_scale) @ fake_quant(W, w_scale), y_scale)
-    got = emulate.session(model).run(["y"], {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * y_scale)
-    summary = int8.qdq_summary(model)
-    assert summary["int8_layers"] == summary["int8_per_channel_weight_layers"] == 1
-
-
-def bad_graph(zero_point, scale_shape, constant_input=False):
-    x = "W" if constant_input else "x"
-    nodes = [helper.make_node("QuantizeLinear", [x, "s", "zp"], ["q"], name="q", axis=1),
-             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq", axis=1)]
-    inits = [numpy_helper.from_array(np.ones(scale_shape, np.float32), "s"), zero_point,
-             numpy_helper.from_array(W, "W")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-
-
-def zp(values, dtype):
-    return numpy_helper.from_array(np.array(values, dtype), "zp")
-
-
-def test_checker_flags_every_rule():
-    assert int8.qdq_violations(bad_graph(zp(0, np.int8), [])) == []
-    assert int8.qdq_violations(bad_graph(zp([0] * 6, np.int8), [6], constant_input=True)) == []
-    assert any("non-zero zero point" in p for p in int8.qdq_violations(bad_graph(zp(3, np.int8), [])))
-    assert any("uint8" in p.lower() or "UINT8" in p for p in int8.qdq_violations(bad_graph(zp(0, np.uint8), [])))
-    assert any("per-channel" in p for p in int8.qdq_violations(bad_graph(zp([0] * 6, np.int8), [6])))
-    with pytest.raises(int8.QdqError, match="TensorRT's rules"):
-        int8.check_qdq(bad_graph(zp(3, np.int8), []))
+@pytest.fixture(scope="module")
+def every_layer(activation_models):
+    return int8.calibrate(activation_models, JOBS, probe=PROBE, target_psnr=None, range_seeds=RANGE_SEEDS)
 
 
 def test_folded_bundle_needs_the_checkpoint(tiny_bundle):
@@ -72,16 +26,71 @@ def test_folded_bundle_needs_the_checkpoint(tiny_bundle):
         activation_form_models(read_bundle(tiny_bundle), None)
 
 
-def test_tiny_bundle_quantizes_by_the_rules_with_bounded_error(activation_models):
-    quantized = int8.calibrate(activation_models, JOBS, probe=16)
+def test_every_layer_in_int8_by_the_rules(every_layer, activation_models):
+    quantized, plan = every_layer
+    assert plan["float_layers"] == [] and plan["int8_layers"] == plan["layers"] == len(plan["sensitivity"])
     for stage, model in quantized.items():
-        int8.check_qdq(model)
-        summary = int8.qdq_summary(model)
-        # Every int8 MatMul has a constant weight with per-channel scales; style-path MatMuls stay float.
-        # Constant weights get per-channel scales; products of two activations stay per-tensor
-        # (checked by check_qdq); style-path layers stay float.
+        qdq.check(model, stage)
+        summary = qdq.summary(model)
+        # Constant weights get per-channel scales; style-path layers stay float.
         assert summary["int8_per_channel_weight_layers"] == summary["int8_constant_weight_layers"] > 0
-        assert summary["int8_layers"] < summary["layers"]
-    assert int8.qdq_summary(quantized["pixels"])["int8_activation_products"] == 1  # cols @ rows.T
+        assert summary["int8_layers"] == len(qdq.layers(activation_models[stage], stage)) < summary["layers"]
+    assert qdq.summary(quantized["pixels"])["int8_activation_products"] == 1  # cols @ rows.T
     measured = int8.measure(activation_models, quantized, JOBS)
-    assert 25 < measured["worst"]["psnr_db"] < 80 and measured["worst"]["max_abs"] > 0
+    assert 20 < measured["worst"]["uint8_psnr_db"] < 80 and measured["worst"]["uint8_max_abs"] > 0
+
+
+def test_the_plan_curve_is_what_the_written_graphs_give(every_layer, activation_models):
+    """The sizes are below the probe, so the plan's probe sees every pixel: the last point of
+    its curve (the switchable graphs, every layer on) is the measured error of the plain Q/DQ graphs."""
+    quantized, plan = every_layer
+    measured = int8.measure(activation_models, quantized, JOBS)["worst"]
+    last = plan["curve"][-1]
+    assert last["int8_layers"] == plan["layers"]
+    assert last["uint8_psnr_db"] == measured["uint8_psnr_db"]
+    assert last["max_abs"] == pytest.approx(measured["max_abs"], rel=1e-4, abs=1e-6)
+    solo = [row["solo_uint8_psnr_db"] or np.inf for row in plan["sensitivity"]]
+    assert solo == sorted(solo, reverse=True)  # least sensitive first, the order layers go to INT8
+
+
+def test_a_target_keeps_the_fewest_layers_float(every_layer, activation_models):
+    _, full = every_layer
+    psnrs = [c["uint8_psnr_db"] for c in full["curve"]]
+    target = (max(psnrs) + min(psnrs)) / 2 - MARGIN_DB  # between all-INT8 and the first layer alone
+    quantized, plan = int8.calibrate(activation_models, JOBS, probe=PROBE, target_psnr=target,
+                                     range_seeds=RANGE_SEEDS)
+    k = plan["int8_layers"]
+    assert 0 < k < plan["layers"] and plan["target_uint8_psnr_db"] == target
+    ok = [c["int8_layers"] for c in plan["curve"] if c["uint8_psnr_db"] >= target + MARGIN_DB]
+    assert k == max(ok)  # the longest prefix that holds the target
+    order = [f"{row['stage']}/{row['layer']}" for row in plan["sensitivity"]]
+    assert plan["float_layers"] == order[k:]
+    assert sum(qdq.summary(m)["int8_layers"] for m in quantized.values()) == k
+    measured = int8.measure(activation_models, quantized, JOBS)["worst"]
+    assert measured["uint8_psnr_db"] >= target + MARGIN_DB
+
+
+def session(model):
+    options = ort.SessionOptions()  # as the runtime's: every graph optimisation (integer kernels)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_int8_tiled_equals_int8_untiled(every_layer, activation_models):
+    quantized, _ = every_layer
+    job = JOBS[1]  # 37x13, extends past [0, 1]
+    ws = StageRunner(activation_models).ws(job)
+    ys, xs = job.coords()
+    lines, pixels = session(quantized["lines"]), session(quantized["pixels"])
+    cols, rows = lines.run(["cols", "rows"], {"ws": ws, "ys": ys, "xs": xs})
+    chunks = [lines.run(["cols", "rows"], {"ws": ws, "ys": ys[a:a + 5], "xs": xs[b:b + 9]})
+              for a, b in zip(range(0, len(ys), 5), range(0, len(xs), 9))]
+    np.testing.assert_allclose(np.concatenate([c for c, _ in chunks], axis=3), cols, rtol=0, atol=1e-5)
+    whole = pixels.run(["img"], {"ws": ws, "cols": cols, "rows": rows})[0]  # (1, 3, 13, 37)
+    tiled = np.zeros_like(whole)
+    for y in range(0, 13, 6):
+        for x in range(0, 37, 10):
+            tiled[:, :, y:y + 6, x:x + 10] = pixels.run(["img"], {"ws": ws, "cols": cols[:, :, :, y:y + 6],
+                                                                  "rows": rows[:, :, :, x:x + 10]})[0]
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)

@@ -1,0 +1,321 @@
+"""Explicit Q/DQ by TensorRT's rules: which layers can be INT8, inserting the Q/DQ nodes, and the rule checker.
+
+TensorRT's explicit quantization (strongly typed, 10.3 and 11.x) reads precision from
+QuantizeLinear -> DequantizeLinear pairs in front of a layer's inputs. The rules we
+build by and check (`violations`):
+
+- int8 with zero point 0 (symmetric): a zero point, when given, is an int8 constant of
+  zeros; without one, QuantizeLinear makes uint8 unless `output_dtype` says int8;
+- scales are positive, finite float32 constants;
+- per-tensor (one scale) on activations, per-channel only on constant weights, along the
+  output-channel axis of the layer that reads them;
+- every Q feeds DQ nodes only and every DQ reads a Q or an int8 constant (no dangling
+  half of a pair), and a Q -> DQ pair shares its scale (no hidden re-quantization);
+- no per-sample weight (a MatMul input computed from the styles alone, the `folded`
+  modulation form) is quantized: it could only get one per-tensor scale, and its layer
+  belongs in the `activation` form with a constant, per-channel weight.
+
+Quantized layers get no Q/DQ on their outputs: TensorRT fuses DQ -> MatMul and writes
+the output in float, and ONNX Runtime turns the same pattern into MatMulIntegerToFloat
+(QGemm for Gemm), so an output Q would only add error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from creps.calib import emulate
+from creps.errors import CrepsError
+from creps.runtime.stages import spatial_inputs
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+LAYER_OPS = ("MatMul", "Gemm")  # the layers that carry the cost
+INT8_MAX = 127  # symmetric: [-127, 127], so -x quantizes to -q
+
+
+class QdqError(CrepsError):
+    """A Q/DQ graph that breaks TensorRT's explicit-quantization rules."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A MatMul/Gemm that can run in INT8: its activation inputs (per-tensor) and its constant
+    weight (per-channel along `axis`, the output channel), if it has one."""
+
+    name: str
+    op: str
+    activations: tuple[str, ...]
+    weight: str | None
+    axis: int = 1
+
+
+def constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    found = {t.name: t for t in model.graph.initializer}
+    found.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                  if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    return found
+
+
+def weight_axis(node: onnx.NodeProto) -> int:
+    """The output-channel axis of the second input: N of [K, N], or of [N, K] for Gemm with transB."""
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    return 0 if node.op_type == "Gemm" and trans_b else 1
+
+
+def layers(model: onnx.ModelProto, stage: str) -> list[Layer]:
+    """The stage's MatMul/Gemm layers that depend on its spatial inputs, in graph order.
+
+    The others (styles, demodulation sums) are [N, C]-sized, cost nothing, and the
+    demodulation sum of squares has a range no single int8 scale fits: never quantized.
+    """
+    spatial = emulate.dependent_nodes(model, spatial_inputs(stage))
+    consts = constants(model)
+    found = []
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS or node.name not in spatial:
+            continue
+        a, b = node.input[0], node.input[1]
+        if b in consts and len(consts[b].dims) == 2:
+            found.append(Layer(node.name, node.op_type, (a,), b, weight_axis(node)))
+        else:  # two activations (the pixel stage's rank-R product cols @ rows.T): both per tensor
+            found.append(Layer(node.name, node.op_type, (a, b), None))
+    return found
+
+
+def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 values, float32 scales) of a symmetric per-channel quantization along `axis`."""
+    other = tuple(i for i in range(weight.ndim) if i != axis)
+    amax = np.abs(weight).max(axis=other)  # (channels,)
+    scale = np.where(amax > 0, amax / INT8_MAX, 1.0).astype(np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    q = np.clip(np.round(weight / scale.reshape(shape)), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return q, scale
+
+
+def activation_scale(amax: float) -> np.float32:
+    return np.float32(amax / INT8_MAX if amax > 0 else 1.0)
+
+
+def switch_name(layer: str) -> str:
+    return f"int8_switch__{layer}"
+
+
+def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float],
+             switchable: bool = False) -> onnx.ModelProto:
+    """A copy of `model` with Q/DQ in front of each chosen layer's inputs.
+
+    `amax[tensor]` is the calibrated range of each activation input (scale amax / 127).
+    With `switchable`, layer L reads its quantized inputs only when the boolean scalar
+    input `switch_name(L)` is true (Where picks either value: no arithmetic on them), so
+    one session measures any choice of INT8 layers; such a graph is for measuring only.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    consts = constants(model)
+    by_name = {layer.name: layer for layer in chosen}
+    nodes, inits = [], []
+    for node in model.graph.node:
+        layer = by_name.get(node.name)
+        if layer is None:
+            nodes.append(node)
+            continue
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        tag = node.name
+        rows = gemm_rows(node, consts)
+        calibrated = list(node.input[:2])  # the names amax knows
+        if rows is not None:  # 2-D rows seen as 3-D (1, rows, in): see as_matmul
+            inits.append(numpy_helper.from_array(np.array([1, -1, rows[0]], np.int64), f"{tag}__3d"))
+            nodes.append(helper.make_node("Reshape", [node.input[0], f"{tag}__3d"], [f"{tag}__in0_3d"],
+                                          name=f"{tag}__to_3d"))
+            node.input[0] = f"{tag}__in0_3d"
+        for i, name in enumerate(node.input[:2]):
+            q, s, z, dq = (f"{tag}__in{i}_{part}" for part in ("q", "scale", "zero", "dq"))
+            if name == layer.weight:
+                values, scale = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis)
+                inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scale, s),
+                          numpy_helper.from_array(np.zeros(scale.shape, np.int8), z)]
+                nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq",
+                                              axis=layer.axis))
+            else:
+                inits += [numpy_helper.from_array(activation_scale(amax[calibrated[i]]), s),
+                          numpy_helper.from_array(np.int8(0), z)]
+                nodes += [helper.make_node("QuantizeLinear", [name, s, z], [q], name=f"{tag}__in{i}_quantize"),
+                          helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq")]
+            if switchable:
+                nodes.append(helper.make_node("Where", [switch_name(layer.name), dq, name], [f"{dq}__pick"],
+                                              name=f"{tag}__in{i}_switch"))
+                dq = f"{dq}__pick"
+            node.input[i] = dq
+        if rows is not None:
+            inits.append(numpy_helper.from_array(np.array([-1, rows[1]], np.int64), f"{tag}__2d"))
+            nodes += as_matmul(node, f"{tag}__2d")
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    if switchable:
+        graph.input.extend(helper.make_tensor_value_info(switch_name(layer.name), TensorProto.BOOL, [])
+                           for layer in chosen)
+    return out
+
+
+def gemm_rows(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> tuple[int, int] | None:
+    """(in, out) of an exporter's Gemm (addmm: rows @ W + b, W constant [in, out]) that `as_matmul`
+    rewrites; None for any other node."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if node.op_type != "Gemm" or attrs.get("transA", 0) or attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0 \
+            or attrs.get("beta", 1.0) != 1.0 or node.input[1] not in consts or (bias and bias not in consts):
+        return None
+    k, n = consts[node.input[1]].dims
+    return k, n
+
+
+def as_matmul(gemm: onnx.NodeProto, shape_2d: str) -> list[onnx.NodeProto]:
+    """A quantized Gemm (its first input already made 3-D) as MatMul, Add of its bias, Reshape to 2-D.
+
+    The same function, but ONNX Runtime turns DQ -> MatMul into an integer kernel
+    (MatMulIntegerToFloat), while DQ -> Gemm with a float bias stays float (its QGemm
+    fusion wants the bias in int32, which TensorRT's Q/DQ rules do not have). On 2-D
+    rows, ONNX Runtime's basic optimizer fuses MatMul + Add back into a Gemm before the
+    Q/DQ fusions run; on 3-D it does not. TensorRT fuses MatMul + bias either way.
+    """
+    product, biased = f"{gemm.name}__product", f"{gemm.name}__biased"
+    nodes = [helper.make_node("MatMul", list(gemm.input[:2]), [product], name=gemm.name)]
+    if len(gemm.input) > 2 and gemm.input[2]:
+        nodes.append(helper.make_node("Add", [product, gemm.input[2]], [biased], name=f"{gemm.name}__bias"))
+    else:
+        biased = product
+    nodes.append(helper.make_node("Reshape", [biased, shape_2d], list(gemm.output), name=f"{gemm.name}__to_2d"))
+    return nodes
+
+
+def switches(chosen: list[Layer], on: set[str]) -> dict[str, np.ndarray]:
+    """Feeds for a switchable graph: layer L reads INT8 inputs when L is in `on`."""
+    return {switch_name(layer.name): np.array(layer.name in on) for layer in chosen}
+
+
+# ---- the rule checker -----------------------------------------------------------------------
+
+def _computed_from(model: onnx.ModelProto, sources: set[str]) -> set[str]:
+    """Tensors computed from `sources` only (graph order is topological)."""
+    found = set(sources)
+    for node in model.graph.node:
+        if node.input and all(not i or i in found for i in node.input):
+            found.update(node.output)
+    return found
+
+
+def _pair_violations(node, consts, producers, consumers) -> list[str]:
+    problems = []
+    data, scale = node.input[0], node.input[1]
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if scale not in consts:
+        return [f"{node.name}: scale {scale} is not a constant"]
+    scales = numpy_helper.to_array(consts[scale])
+    if consts[scale].data_type != TensorProto.FLOAT:
+        problems.append(f"{node.name}: scale type {TensorProto.DataType.Name(consts[scale].data_type)}, not float32")
+    if not (np.all(np.isfinite(scales)) and np.all(scales > 0)):
+        problems.append(f"{node.name}: scale not positive and finite")
+    if zero is None:
+        dtype = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+        if node.op_type == "QuantizeLinear" and dtype != TensorProto.INT8:
+            problems.append(f"{node.name}: no zero point, so it quantizes to uint8; TensorRT needs int8")
+    elif zero not in consts:
+        problems.append(f"{node.name}: zero point {zero} is not a constant")
+    else:
+        zp = consts[zero]
+        if zp.data_type != TensorProto.INT8:
+            problems.append(f"{node.name}: zero point type {TensorProto.DataType.Name(zp.data_type)}, "
+                            "TensorRT needs int8")
+        if np.any(numpy_helper.to_array(zp) != 0):
+            problems.append(f"{node.name}: non-zero zero point (asymmetric)")
+    if node.op_type == "QuantizeLinear":
+        bad = [c for c in consumers.get(node.output[0], []) if c.op_type != "DequantizeLinear"]
+        if bad or node.output[0] not in consumers:
+            problems.append(f"{node.name}: its int8 output feeds {', '.join(c.op_type for c in bad) or 'nothing'}, "
+                            "not a DequantizeLinear (missing DQ)")
+        for dq in consumers.get(node.output[0], []):
+            if dq.op_type == "DequantizeLinear" and dq.input[1] in consts and not np.array_equal(
+                    numpy_helper.to_array(consts[dq.input[1]]), scales):
+                problems.append(f"{node.name} -> {dq.name}: the pair's scales differ")
+    elif data not in consts and (data not in producers or producers[data].op_type != "QuantizeLinear"):
+        problems.append(f"{node.name}: dequantizes {data}, which is neither a QuantizeLinear output nor an "
+                        "int8 constant (missing Q)")
+    elif data in consts and consts[data].data_type != TensorProto.INT8:
+        problems.append(f"{node.name}: constant {data} is {TensorProto.DataType.Name(consts[data].data_type)}, "
+                        "not int8")
+    return problems
+
+
+def violations(model: onnx.ModelProto, stage: str | None = None) -> list[str]:
+    """Every way the graph's Q/DQ nodes break TensorRT's rules (empty when it follows them).
+
+    With `stage`, a quantized MatMul/Gemm input that depends on none of the stage's spatial
+    inputs and is not constant (a per-sample weight of the folded form) is a violation too.
+    """
+    consts = constants(model)
+    folded = _computed_from(model, set(consts))  # e.g. DQ(int8 W): constant weights too
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    problems = []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS:
+            continue
+        problems += _pair_violations(node, consts, producers, consumers)
+        scale = node.input[1]
+        if scale not in consts or numpy_helper.to_array(consts[scale]).size <= 1:
+            continue
+        data = node.input[0]
+        if data not in folded:
+            problems.append(f"{node.name}: per-channel scales on {data}, which is not a constant weight")
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        for layer in consumers.get(node.output[0], []) if node.op_type == "DequantizeLinear" else ():
+            if layer.op_type in LAYER_OPS and layer.input[1] == node.output[0] and axis != weight_axis(layer):
+                problems.append(f"{node.name}: per-channel axis {axis}, but {layer.name}'s output channels are "
+                                f"axis {weight_axis(layer)}")
+    if stage is not None:
+        dequantized = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+        moving = emulate.dependent_nodes(model, spatial_inputs(stage))
+        spatial = spatial_inputs(stage) | {o for n in model.graph.node if n.name in moving for o in n.output}
+        for node in model.graph.node:
+            for i in node.input[:2] if node.op_type in LAYER_OPS else ():
+                if i in dequantized and i not in folded and i not in spatial:
+                    problems.append(f"{node.name}: input {i} is a per-sample weight (computed from the styles, the "
+                                    "folded form), quantized per tensor; export the activation form")
+    return problems
+
+
+def check(model: onnx.ModelProto, stage: str | None = None) -> None:
+    problems = violations(model, stage)
+    if problems:
+        raise QdqError(f"Q/DQ graph breaks TensorRT's rules: {'; '.join(problems[:5])}"
+                       + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+
+
+def summary(model: onnx.ModelProto) -> dict:
+    """Q/DQ node count; MatMul/Gemm layers, those in int8 (both inputs dequantized), and among
+    those the ones with a constant weight (per-channel scales) and the products of two
+    activations (per-tensor, like the pixel stage's rank-R outer product)."""
+    sizes = {name: numpy_helper.to_array(t).size for name, t in constants(model).items()}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    all_layers = [n for n in model.graph.node if n.op_type in LAYER_OPS]
+    int8_layers = [n for n in all_layers if all(i in producers and producers[i].op_type == "DequantizeLinear"
+                                                for i in n.input[:2])]
+    weights = [n for n in int8_layers if producers[n.input[1]].input[0] in sizes]
+    per_channel = [n for n in weights if sizes.get(producers[n.input[1]].input[1], 1) > 1]
+    return {"qdq_nodes": sum(1 for n in model.graph.node if n.op_type in QDQ_OPS), "layers": len(all_layers),
+            "int8_layers": len(int8_layers), "int8_constant_weight_layers": len(weights),
+            "int8_per_channel_weight_layers": len(per_channel),
+            "int8_activation_products": len(int8_layers) - len(weights)}

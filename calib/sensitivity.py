@@ -1,0 +1,186 @@
+"""The mixed INT8 plan: each layer's error contribution measured, INT8 in that order up to a target.
+
+Everything is measured on the calibration jobs' probes (rows and columns evenly spaced,
+coordinate extremes included: the stages are pointwise, so a probe sees exactly the
+values of the full image there), as the uint8 image against FP32:
+
+1. Options: for each SmoothQuant strength in `ALPHAS` (calib/smooth.py) and each range
+   method in `SEARCH_METHODS` (calib/int8.py), one graph per stage with every layer's Q/DQ
+   behind a switch (calib/qdq.py `with_qdq(switchable=True)`), so one session runs any
+   choice of INT8 layers. Each layer alone in INT8 ("solo") gives its error under each
+   option; the layer keeps the option with the least.
+2. Order: layers sorted by solo error, least first; the image error of the first k layers
+   in INT8 together, for every k, is the plan's curve.
+3. Plan: the longest prefix whose worst uint8 PSNR is >= target + `MARGIN_DB` (the
+   margin covers the pixels the probe does not see); the remaining layers stay float.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from creps.calib import int8, qdq, smooth
+from creps.calib.samples import Job, StageRunner, compare, worst
+
+log = logging.getLogger(__name__)
+
+ALPHAS = (0.0, 0.5, 1.0)  # 0: not migrated, the only option of a layer whose input nothing can absorb
+SEARCH_METHODS = ("minmax", "percentile", "mse")  # entropy is slower and lost on every layer tried (int8.json)
+MARGIN_DB = 0.5
+
+
+class Switched:
+    """The pipeline with switchable Q/DQ line and pixel graphs; `image` with a chosen set of INT8 layers."""
+
+    def __init__(self, models: dict[str, onnx.ModelProto], layers: dict[str, list[qdq.Layer]],
+                 ranges: dict[str, dict[str, float]]):
+        self.layers = layers
+        self.runner = StageRunner({**models, **{s: qdq.with_qdq(models[s], layers[s], ranges[s], switchable=True)
+                                                for s in int8.INT8_STAGES}})
+
+    def image(self, job: Job, probe: int, on: set[tuple[str, str]]) -> np.ndarray:
+        feeds = {s: qdq.switches(self.layers[s], {name for stage, name in on if stage == s}) for s in self.layers}
+        sessions = self.runner.sessions
+        ws = self.runner.ws(job)
+        ys, xs = job.coords(probe)
+        cols, rows = sessions["lines"].run(["cols", "rows"], {"ws": ws, "ys": ys, "xs": xs, **feeds["lines"]})
+        return sessions["pixels"].run(["img"], {"ws": ws, "cols": cols, "rows": rows, **feeds["pixels"]})[0]
+
+
+def score(error: dict) -> tuple[float, float]:
+    """Sort key, higher is better: uint8 PSNR, then float PSNR (None: identical, best)."""
+    return tuple(math.inf if error[k] is None else error[k] for k in ("uint8_psnr_db", "psnr_db"))
+
+
+class Probe:
+    """The FP32 images of the jobs' probes, and the worst error of a switched pipeline against them."""
+
+    def __init__(self, models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], probe: int):
+        self.jobs, self.probe = jobs, probe
+        reference = StageRunner(models)
+        self.images = [reference.image(job, probe) for job in jobs]
+
+    def error(self, pipeline: Switched, on: set[tuple[str, str]]) -> dict:
+        return worst([compare(ref, pipeline.image(job, self.probe, on)) for ref, job in zip(self.images, self.jobs)])
+
+
+def migrated(models: dict, layers: dict, stats: dict, alphas: dict[str, float]) -> tuple[dict, dict]:
+    """(models with the layers' outliers migrated, {stage: {layer: fold kind}})."""
+    out, folds = dict(models), {}
+    for stage in int8.INT8_STAGES:
+        out[stage], folds[stage] = smooth.migrate(models[stage], stage, layers[stage],
+                                                  alphas.get(stage, {}), stats[stage].channel_amax)
+    return out, folds
+
+
+def stage_layers_and_stats(models: dict, feeds: dict) -> tuple[dict, dict]:
+    layers = {s: qdq.layers(models[s], s) for s in int8.INT8_STAGES}
+    return layers, {s: int8.activation_stats(models[s], layers[s], feeds[s]) for s in int8.INT8_STAGES}
+
+
+@dataclass
+class Search:
+    """What the measurements found: the migrated graphs, their layers and ranges, the layers in
+    INT8 order (least sensitive first), the per-layer table, the options tried and the curve."""
+
+    models: dict[str, onnx.ModelProto]
+    layers: dict[str, list[qdq.Layer]]
+    ranges: dict[str, dict[str, float]]
+    order: list[tuple[str, str]]
+    table: list[dict]
+    tried: list[dict]
+    curve: list[dict]
+
+    def graphs(self, k: int) -> dict[str, onnx.ModelProto]:
+        """Q/DQ line and pixel graphs with the first `k` layers of the order in INT8 (checked by the rules)."""
+        chosen = set(self.order[:k])
+        quantized = {}
+        for s in int8.INT8_STAGES:
+            quantized[s] = qdq.with_qdq(self.models[s], [l for l in self.layers[s] if (s, l.name) in chosen],
+                                        self.ranges[s])
+            qdq.check(quantized[s], s)
+        return quantized
+
+    def longest(self, target_psnr: float | None) -> int:
+        """The most layers in INT8 whose curve point holds target + MARGIN_DB (None: every layer)."""
+        if target_psnr is None:
+            return len(self.order)
+        goal = target_psnr + MARGIN_DB
+        return max([0] + [c["int8_layers"] for c in self.curve
+                          if c["uint8_psnr_db"] is None or c["uint8_psnr_db"] >= goal])
+
+
+def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...],
+           probe: int) -> Search:
+    """Steps 1 and 2 of the module docstring. Ranges come from `range_jobs` (many latents: a
+    range must hold for seeds it never saw), the errors from `jobs`' probes."""
+    feeds = int8.calibration_feeds(models, range_jobs, probe)
+    base_layers, base_stats = stage_layers_and_stats(models, feeds)
+    keys = [(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]]
+    ops = {(s, layer.name): layer.op for s in int8.INT8_STAGES for layer in base_layers[s]}
+    foldable = {(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]
+                if smooth.fold_of(models[s], s, layer) is not None}
+    probe_set = Probe(models, jobs, probe)
+    solo: dict[tuple, dict] = {}  # (stage, layer) -> {(alpha, method): error}
+    tried = []
+    options = [(a, m) for a in ALPHAS for m in SEARCH_METHODS]
+    # A layer is measured under the options that change it: every alpha > 0 if it can be migrated, else alpha 0.
+    def measured(alpha: float, key: tuple) -> bool:
+        return alpha > 0 if key in foldable and max(ALPHAS) > 0 else alpha == 0
+
+    runs = sum(1 for a, _ in options for key in keys if measured(a, key)) + len(options)
+    with tqdm(total=runs, desc="int8 sensitivity", unit="run", leave=False) as bar:
+        for alpha, method in options:
+            candidate, folds = migrated(models, base_layers, base_stats,
+                                        {s: {l.name: alpha for l in base_layers[s]} for s in int8.INT8_STAGES})
+            layers, stats = stage_layers_and_stats(candidate, feeds)
+            ranges = {s: int8.ranges(stats[s], layers[s], {l.name: method for l in layers[s]})
+                      for s in int8.INT8_STAGES}
+            pipeline = Switched(candidate, layers, ranges)
+            for key in keys:
+                if measured(alpha, key):
+                    solo.setdefault(key, {})[(alpha, method)] = probe_set.error(pipeline, {key})
+                    bar.update()
+            every = probe_set.error(pipeline, set(keys))
+            bar.update()
+            tried.append({"alpha": alpha, "method": method, "all_int8": every,
+                          "migrated_layers": sum(len(f) for f in folds.values())})
+            log.info("int8 option alpha %g, %s: every layer INT8 gives %s", alpha, method, every)
+    best = {key: max(found, key=lambda option: score(found[option])) for key, found in solo.items()}
+    alphas = {s: {name: best[(st, name)][0] for st, name in keys if st == s} for s in int8.INT8_STAGES}
+    final, folds = migrated(models, base_layers, base_stats, alphas)
+    layers, stats = stage_layers_and_stats(final, feeds)
+    ranges = {s: int8.ranges(stats[s], layers[s], {l.name: best[(s, l.name)][1] for l in layers[s]})
+              for s in int8.INT8_STAGES}
+    pipeline = Switched(final, layers, ranges)
+    order = sorted(keys, key=lambda key: score(solo[key][best[key]]), reverse=True)
+    curve, on = [], set()
+    for key in tqdm(order, desc="int8 plan", unit="layer", leave=False):
+        on.add(key)
+        curve.append({"int8_layers": len(on), "added": f"{key[0]}/{key[1]}", **probe_set.error(pipeline, on)})
+    table = [{"stage": s, "layer": name, "op": ops[(s, name)], "alpha": best[(s, name)][0],
+              "migration": folds[s].get(name), "method": best[(s, name)][1],
+              "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
+              "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"]} for s, name in order]
+    return Search(final, layers, ranges, order, table, tried, curve)
+
+
+def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...], probe: int,
+         target_psnr: float | None) -> tuple[dict[str, onnx.ModelProto], dict]:
+    """(Q/DQ line and pixel graphs, the report: options tried, per-layer sensitivity, curve, float layers)."""
+    found = search(models, jobs, range_jobs, probe)
+    k = found.longest(target_psnr)
+    float_layers = [f"{s}/{name}" for s, name in found.order[k:]]
+    report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe,
+              "options_tried": found.tried,
+              "sensitivity": [{**row, "int8": i < k} for i, row in enumerate(found.table)],
+              "curve": found.curve, "int8_layers": k, "layers": len(found.order), "float_layers": float_layers}
+    log.info("int8 plan: %d of %d layers in INT8 (target %s dB), float: %s", k, len(found.order), target_psnr,
+             ", ".join(float_layers) or "none")
+    return found.graphs(k), report

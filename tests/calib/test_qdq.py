@@ -1,0 +1,135 @@
+"""The Q/DQ rule checker on good and deliberately broken graphs, and Q/DQ insertion against numpy fake quantization."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from creps.calib import qdq
+
+RNG = np.random.default_rng(1)
+W = RNG.standard_normal((16, 6)).astype(np.float32) * np.linspace(0.1, 3, 6, dtype=np.float32)  # per-column spread
+B = RNG.standard_normal(6).astype(np.float32)
+
+
+def graph(nodes, inits, inputs=("x",)):
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, ["n", 16]) for i in inputs],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def const(name, values, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(values, dtype), name)
+
+
+def good_parts(x_zero=(0, np.int8), x_scale=0.1, w_axis=1, w_zero_dtype=np.int8):
+    """x -> Q -> DQ, int8 W -> DQ (per output channel), MatMul: the pattern TensorRT wants."""
+    wq = np.clip(np.round(W / (np.abs(W).max(0) / 127)), -127, 127).astype(np.int8)
+    inits = [const("xs", x_scale), const("xz", *x_zero), numpy_helper.from_array(wq, "Wq"),
+             const("ws", np.abs(W).max(0) / 127), const("wz", np.zeros(6), w_zero_dtype)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq_x"),
+             helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], name="dq_w", axis=w_axis),
+             helper.make_node("MatMul", ["xd", "Wd"], ["y"], name="mm")]
+    return nodes, inits
+
+
+def test_the_pattern_tensorrt_wants_passes():
+    assert qdq.violations(graph(*good_parts())) == []
+
+
+@pytest.mark.parametrize("broken, message", [
+    (dict(x_zero=(3, np.int8)), "non-zero zero point"),
+    (dict(x_zero=(0, np.uint8)), "zero point type UINT8"),
+    (dict(w_zero_dtype=np.uint8), "zero point type UINT8"),
+    (dict(x_scale=[0.1] * 16), "per-channel scales on x, which is not a constant weight"),
+    (dict(x_scale=-0.1), "scale not positive"),
+    (dict(w_axis=0), "per-channel axis 0, but mm's output channels are axis 1"),
+])
+def test_each_broken_rule_is_named(broken, message):
+    found = qdq.violations(graph(*good_parts(**broken)))
+    assert any(message in p for p in found), found
+    with pytest.raises(qdq.QdqError, match="TensorRT's rules"):
+        qdq.check(graph(*good_parts(**broken)))
+
+
+def test_a_missing_zero_point_quantizes_to_uint8():
+    nodes, inits = good_parts()
+    nodes[0] = helper.make_node("QuantizeLinear", ["x", "xs"], ["xq"], name="q_x")
+    assert any("uint8" in p for p in qdq.violations(graph(nodes, inits)))
+
+
+def test_a_missing_dq_and_a_missing_q_are_found():
+    nodes, inits = good_parts()
+    nodes[3] = helper.make_node("MatMul", ["xq", "Wd"], ["y"], name="mm")  # int8 straight into the MatMul
+    assert any("q_x: its int8 output feeds MatMul" in p for p in qdq.violations(graph(nodes, inits)))
+    nodes, inits = good_parts()
+    nodes[1] = helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xd"], name="dq_x")  # float x, no Q
+    assert any("dq_x: dequantizes x, which is neither" in p for p in qdq.violations(graph(nodes[1:], inits)))
+
+
+def test_a_pair_with_two_scales_is_a_hidden_requantization():
+    nodes, inits = good_parts()
+    inits.append(const("xs2", 0.2))
+    nodes[1] = helper.make_node("DequantizeLinear", ["xq", "xs2", "xz"], ["xd"], name="dq_x")
+    assert any("scales differ" in p for p in qdq.violations(graph(nodes, inits)))
+
+
+def test_a_per_sample_weight_quantized_per_tensor_is_refused():
+    """The folded form: the weight is computed from the style (ws), not a constant."""
+    nodes = [helper.make_node("Mul", ["W", "ws"], ["Wn"], name="fold"),  # (16, 6) * (1, 6): one weight per sample
+             helper.make_node("QuantizeLinear", ["Wn", "s", "z"], ["Wq"], name="q_w"),
+             helper.make_node("DequantizeLinear", ["Wq", "s", "z"], ["Wd"], name="dq_w"),
+             helper.make_node("QuantizeLinear", ["ys", "s", "z"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_x"),
+             helper.make_node("MatMul", ["xd", "Wd"], ["y"], name="mm")]
+    model = graph(nodes, [const("W", W), const("s", 0.1), const("z", 0, np.int8)], inputs=("ys", "ws"))
+    assert qdq.violations(model) == []  # without the stage, nothing tells a per-sample weight from an activation
+    found = qdq.violations(model, "lines")  # ys is the line stage's spatial input, ws is not
+    assert len(found) == 1 and "mm: input Wd is a per-sample weight" in found[0]
+
+
+def fake_quant(a, scale, low=-128):
+    """Symmetric int8 fake quantization; QuantizeLinear saturates at -128 (weights are made in [-127, 127])."""
+    return np.clip(np.round(a / scale), low, 127) * scale
+
+
+def fp32_graph(op):
+    if op == "Gemm":
+        node = helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="layer")
+    else:
+        node = helper.make_node("MatMul", ["x", "W"], ["y"], name="layer")
+    return graph([node], [const("W", W), const("b", B)])
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_with_qdq_is_symmetric_fake_quantization_and_onnxruntime_runs_it_in_integers(op, tmp_path):
+    model = fp32_graph(op)
+    layer = qdq.Layer("layer", op, ("x",), "W", 1)
+    quantized = qdq.with_qdq(model, [layer], {"x": 4.0})
+    qdq.check(quantized)
+    x = RNG.standard_normal((5, 16)).astype(np.float32) * 1.5  # beyond the range 4: saturates
+    want = fake_quant(x, 4.0 / 127) @ fake_quant(W, np.abs(W).max(axis=0) / 127) + (B if op == "Gemm" else 0)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["y"], {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    ops = {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
+    assert "MatMulIntegerToFloat" in ops and not ops & {"MatMul", "Gemm", "FusedGemm"}, ops
+    summary = qdq.summary(quantized)
+    assert summary["int8_layers"] == summary["int8_per_channel_weight_layers"] == 1
+
+
+def test_a_switchable_graph_quantizes_only_when_asked():
+    model = fp32_graph("MatMul")
+    layer = qdq.Layer("layer", "MatMul", ("x",), "W", 1)
+    switched = qdq.with_qdq(model, [layer], {"x": 4.0}, switchable=True)
+    session = ort.InferenceSession(switched.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = RNG.standard_normal((5, 16)).astype(np.float32)
+    off = session.run(["y"], {"x": x, **qdq.switches([layer], set())})[0]
+    on = session.run(["y"], {"x": x, **qdq.switches([layer], {"layer"})})[0]
+    np.testing.assert_allclose(off, x @ W, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(on, fake_quant(x, 4.0 / 127) @ fake_quant(W, np.abs(W).max(axis=0) / 127),
+                               rtol=1e-5, atol=1e-5)
