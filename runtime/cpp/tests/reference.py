@@ -317,6 +317,11 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
                       "message": message(lambda: Runtime(bundle, backend="ort-cpu", precision=precision))})
     cases.append({"label": "no folder", "dir": str(root / "absent/"), "prefix": False,
                   "message": message(lambda: Runtime(root / "absent/", backend="ort-cpu"))})
+    try:  # where this onnxruntime has no CUDA provider (the CPU wheel), both runtimes refuse ort-cuda alike
+        Runtime(bundle, backend="ort-cuda").close()
+    except CrepsError as exc:
+        cases.append({"label": "no CUDA provider", "dir": str(bundle), "prefix": False, "backend": "ort-cuda",
+                      "message": str(exc)})
     cases.append({"label": "unknown backend", "dir": str(bundle), "prefix": False, "backend": "onnx",
                   "message": message(lambda: Runtime(bundle, backend="onnx"))})
     return cases
@@ -359,7 +364,9 @@ def main(scratch: Path) -> None:
     shutil.rmtree(version1, ignore_errors=True)
     shutil.copytree(bundle, version1)
     edit(version1, lambda m: (m.update(format_version=1), m.pop("stages")))
-    references = {"bundle": str(bundle), "version1": str(version1), "stages": stages.to_manifest(),
+    with Runtime(bundle) as runtime:
+        auto = runtime.backend_name  # what "auto" takes here
+    references = {"bundle": str(bundle), "auto": auto, "version1": str(version1), "stages": stages.to_manifest(),
                   "seeds": seeds(), "coords": coords(), "plans": plans(model), "images": images(bundle, scratch),
                   "requests": request_refusals(bundle), "refusals": bundle_refusals(bundle, scratch),
                   "nonfinite": nonfinite(bundle), "precisions": precisions(bundle, scratch)}

@@ -99,6 +99,12 @@ TEST(Runtime, MappingEqualsPythonsFloats) {
     }
 }
 
+TEST(Runtime, AutoTakesWhatPythonTakes) {
+    creps::Runtime runtime(references()["bundle"].get<std::string>());
+    EXPECT_EQ(runtime.backend_name(), references()["auto"].get<std::string>());
+    EXPECT_EQ(runtime.precision(), "fp32");
+}
+
 TEST(Runtime, VersionOneBundleGivesTheSameImage) {
     creps::Runtime v2(references()["bundle"].get<std::string>(), {"ort-cpu", 1});
     creps::Runtime v1(references()["version1"].get<std::string>(), {"ort-cpu", 1});
