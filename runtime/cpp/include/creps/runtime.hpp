@@ -20,7 +20,7 @@ class BackendUnavailable : public Error { public: using Error::Error; };
 class NonFiniteError : public Error { public: using Error::Error; };
 
 struct Size { int width = 0, height = 0; };                 // 0x0: the model's training resolution
-struct Window { double x0, y0, x1, y1; };                   // the region of the training canvas to render
+struct Window { double x0, y0, x1, y1; };                   // the plane's part to show (default: the fit's)
 struct TileSize { int width, height; };
 
 struct Options {
@@ -39,7 +39,8 @@ struct GenerateOptions {
     std::optional<Window> window;                          // default: the whole canvas
     std::string fit = "extend";                            // extend | stretch
     int batch = 1;                                         // images per mapping/lines/pixels call
-    std::function<void(std::int64_t done, std::int64_t total)> progress;  // optional
+    // optional: called after each line chunk and pixel tile (total: all of the request's); may throw to stop
+    std::function<void(std::int64_t done, std::int64_t total)> progress;
 };
 
 struct Image {                                             // uint8 RGB, row-major, height*width*3
