@@ -118,9 +118,12 @@ class Search:
 
 def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...],
            probe: int) -> Search:
-    """Steps 1 and 2 of the module docstring. Ranges come from `range_jobs` (many latents: a
-    range must hold for seeds it never saw), the errors from `jobs`' probes."""
-    feeds = int8.calibration_feeds(models, range_jobs, probe)
+    """Steps 1 and 2 of the module docstring. Ranges come from `range_jobs` (`jobs` on their
+    probes, then many latents on small probes: a range must hold for seeds it never saw),
+    the errors from `jobs`' probes."""
+    feeds = int8.calibration_feeds(models, range_jobs[:len(jobs)], probe)
+    more = int8.calibration_feeds(models, range_jobs[len(jobs):], int8.RANGE_PROBE)
+    feeds = {s: feeds[s] + more[s] for s in feeds}
     base_layers, base_stats = stage_layers_and_stats(models, feeds)
     keys = [(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]]
     ops = {(s, layer.name): layer.op for s in int8.INT8_STAGES for layer in base_layers[s]}
