@@ -154,7 +154,8 @@ BAD = [
     ["--seeds", "5-3"], ["--seeds", "x"], ["--seeds", "4294967296"], ["--seeds", "1,,2"],
     ["--trunc", "abc"], ["--window", "1,2"], ["--window", "0,0,1,nan"], ["--fit", "foo"],
     ["--batch", "0"], ["--threads", "-2"], ["--batch", "two"], ["--max-memory", "0"], ["--max-memory", "lots"],
-    ["--backend", "foo"], ["--tile", "0x4"], ["--tile", "32x32", "--max-memory", "4K"],
+    ["--backend", "foo"], ["--precision", "int8"], ["--precision", "fp16"], ["--precision", "int4"],
+    ["--tile", "0x4"], ["--tile", "32x32", "--max-memory", "4K"],
     ["--tile", "32x32", "--max-memory", "4K", "--out", "OUT/new/deeper/img.png"],  # the folders made go again
     ["--seeds", "0,1", "--out", "OUT/x.png"], ["--out", "OUT/x.jpg"], ["--out", "FILE/x.png"], ["--out", "FILE"],
     ["--seeds", "0,1", "--out", "FILE"], ["NO-OUT"],

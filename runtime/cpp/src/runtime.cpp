@@ -41,14 +41,15 @@ struct Opened {
 
 Opened open_named(const Bundle& bundle, const std::string& name, const Options& o) {
     if (name == "ort-cpu" || name == "ort-cuda") {
-        auto backend = make_ort_backend(bundle.ref(), name.substr(4), o.threads, o.precision);
+        auto backend = make_ort_backend(bundle.ref(), name.substr(4), o.threads,
+                                        o.precision.empty() ? "fp32" : o.precision);
         std::string precision = backend->precision();
         return {std::move(backend), precision};
     }
     if (name == "tensorrt") {
 #ifdef CREPS_WITH_TENSORRT
         // TensorRT runs what its engines were built in: a precision selects nothing, it must match
-        if (auto mismatch = engine_mismatch(bundle, o.precision)) throw BackendUnavailable("tensorrt: " + *mismatch);
+        if (auto mismatch = engine_mismatch(bundle, o.precision.empty() ? "auto" : o.precision)) throw BackendUnavailable("tensorrt: " + *mismatch);
         return {make_tensorrt_backend(bundle.ref(), o.allow_engine_host_code), engines_precision(bundle)};
 #else
         throw BackendUnavailable("tensorrt: the TensorRT backend cannot be loaded (this creps_runtime was built "

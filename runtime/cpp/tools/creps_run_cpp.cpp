@@ -37,6 +37,7 @@ const char* const OUT_RULE =
     "PATH ending in .png: that file, for one seed only. Any other PATH: a folder for several seeds; refused for one.";
 const std::vector<std::string> BACKENDS = {"auto", "ort-cpu", "ort-cuda", "tensorrt"};
 const std::vector<std::string> FITS = {"extend", "stretch"};
+const std::vector<std::string> PRECISIONS = {"fp32", "fp16", "int8", "auto"};
 
 // ---- signals: the first SIGINT/SIGTERM is noted; the run stops at its next progress step -------------------
 volatile std::sig_atomic_t received = 0;
@@ -390,6 +391,11 @@ int main(int argc, char** argv) {
         {"--max-memory", "BYTES", "Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles."},
         {"--backend", "[auto|ort-cpu|ort-cuda|tensorrt]",
          "auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.  [default: auto]"},
+        {"--precision", "[fp32|fp16|int8|auto]",
+         "fp32: the exact model; int8: the fastest on the CPU (ONNX Runtime's integer kernels) and on TensorRT; "
+         "fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: the fastest on the backend whose "
+         "error recorded by creps-calib meets the bundle's bar. Default: fp32 on ONNX Runtime, the engines' own "
+         "precision on TensorRT."},
         {"--batch", "INTEGER RANGE", "Seeds per run of the graphs.  [default: 1]"},
         {"--threads", "INTEGER RANGE", "CPU threads (default: all cores)."},
         {"--out", "PATH", OUT_RULE},
@@ -454,6 +460,7 @@ int main(int argc, char** argv) {
                 else if (name == "--tile") r.options.tile = parse_tile(v);
                 else if (name == "--max-memory") r.options.max_memory = parse_memory(v);
                 else if (name == "--backend") r.options.backend = choice(v, BACKENDS);
+                else if (name == "--precision") r.options.precision = choice(v, PRECISIONS);
                 else if (name == "--batch") r.generate.batch = parse_count(v);
                 else if (name == "--threads") r.options.threads = parse_count(v);
                 else if (name == "--out") r.out = v;

@@ -31,7 +31,8 @@ struct Options {
     bool allow_engine_host_code = false;                   // TensorRT version-compatible engines (host code)
     // fp32 | fp16 | int8 | auto: the graphs of the lines and pixels stages (auto: the backend's fastest whose
     // error recorded by creps-calib meets the bundle's bar); TensorRT: must match its engines (auto: theirs).
-    std::string precision = "fp32";
+    // Empty: as exported (fp32 on ONNX Runtime, the engines' own on TensorRT), as creps.runtime's default.
+    std::string precision;
 };
 
 struct GenerateOptions {
