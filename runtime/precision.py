@@ -24,13 +24,16 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8")
 CHOICES = (*PRECISIONS, "auto")
 REDUCED_STAGES = ("lines", "pixels")  # the stages creps-calib makes fp16 / int8 graphs of
-# The precisions faster than fp32 on each backend, fastest first (what `auto` tries). ONNX Runtime on x86 has no fp16 kernels
-# (fp16 graphs run slower than fp32 there) and runs INT8 Q/DQ MatMuls as integer kernels
-# (about 2x float32 with AVX2, more with VNNI); its CUDA provider runs fp16 on tensor cores.
-FASTER = {"ort-cpu": ("int8",), "ort-cuda": ("fp16",)}
-HELP = ("fp32: the exact model; int8: the fastest on the CPU (ONNX Runtime's integer kernels) and on "
-        "TensorRT; fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: the fastest on the backend "
-        "whose error recorded by creps-calib meets the bundle's bar.")
+# The precisions measured faster than fp32 on each backend, fastest first (what `auto` tries).
+# ONNX Runtime on x86 has no fp16 kernels (fp16 graphs run slower than fp32 there). Its INT8
+# Q/DQ MatMuls become integer kernels, 2x float32 as lone GEMMs with AVX2, but the whole INT8
+# pipeline measured 0.75-1.04x fp32 on a 2-core AVX2 CPU (layers 32-128 wide, a quantize pass
+# and unfused bias/activation per layer: benchmarks/results/int8.json), so on the CPU `auto`
+# keeps fp32 until a CPU measures otherwise. ONNX Runtime's CUDA provider runs fp16 on tensor cores.
+FASTER = {"ort-cpu": (), "ort-cuda": ("fp16",)}
+HELP = ("fp32: the exact model; int8: TensorRT's fast precision, and ONNX Runtime's integer kernels on the CPU "
+        "(not yet faster than fp32 there); fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: "
+        "the fastest on the backend whose error recorded by creps-calib meets the bundle's bar.")
 
 
 def stage_precision(stage: str, precision: str) -> str:
@@ -50,23 +53,37 @@ def present(bundle) -> list[str]:
 
 
 def shortfall(bundle, precision: str) -> str | None:
-    """Why `precision`'s recorded error does not meet its recorded bar (None: it does)."""
+    """Why `precision`'s recorded error does not meet its recorded bar (None: it does).
+
+    A bar names the error figures it bounds (calib/bars.py): a key ending in `psnr_db` is a
+    lower bound (a null figure means identical images), one ending in `max_abs` an upper bound."""
     if precision == "fp32":
         return None
     bar = ((bundle.manifest.get("verification") or {}).get("precision") or {}).get("bars", {}).get(precision)
-    if not isinstance(bar, dict):
+    if not isinstance(bar, dict) or not bar:
         return f"no {precision} bar recorded"
     for stage in REDUCED_STAGES:
         entry = bundle.graph(stage, precision)
         error = entry.get("measured_error") or entry.get("predicted_error")
         if not isinstance(error, dict):
             return f"no error recorded for the {stage} graph"
-        psnr, max_abs = error.get("psnr_db"), error.get("max_abs")
-        if psnr is not None and not psnr >= bar.get("psnr_db", float("inf")):  # None: identical images
-            return f"PSNR {psnr} dB < {bar.get('psnr_db')} dB"
-        if not (isinstance(max_abs, (int, float)) and max_abs <= bar.get("max_abs", -1)):
-            return f"max abs {max_abs} > {bar.get('max_abs')}"
+        for key, limit in bar.items():
+            if key not in error:
+                return f"no {key} recorded for the {stage} graph"
+            value = error[key]
+            if key.endswith("psnr_db"):
+                if value is not None and not (_number(value) and _number(limit) and value >= limit):
+                    return f"{stage} {key} {value!r} < {limit!r}"
+            elif key.endswith("max_abs"):
+                if not (_number(value) and _number(limit) and value <= limit):
+                    return f"{stage} {key} {value!r} > {limit!r}"
+            else:
+                return f"a {precision} bar on {key!r}, which this creps does not know"
     return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def choose(bundle, backend: str, requested: str) -> str:

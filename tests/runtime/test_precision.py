@@ -16,6 +16,7 @@ import pytest
 
 from creps.errors import BundleError
 from creps.runtime import Runtime
+from creps.runtime import precision as precision_rules
 from creps.runtime.backends import BackendUnavailable
 from creps.runtime.bundle import file_entry, read_bundle, write_manifest
 from creps.runtime.cli import cli
@@ -58,6 +59,19 @@ def test_fp32_is_the_default_and_a_named_precision_runs_its_graphs(tiny_bundle, 
         Runtime(bundle, backend="ort-cpu", precision="fp16")  # the fp16 files, and no others, were opened
 
 
+@pytest.fixture
+def int8_faster_on_the_cpu(monkeypatch):
+    """As on a CPU where INT8 measures faster than fp32 (none yet: FASTER["ort-cpu"] is empty)."""
+    monkeypatch.setitem(precision_rules.FASTER, "ort-cpu", ("int8",))
+
+
+def test_auto_keeps_fp32_on_the_cpu_where_int8_is_not_faster(tiny_bundle, tmp_path):
+    bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "broken")})
+    with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:  # never opens the int8 files
+        assert runtime.precision == "fp32"
+
+
+@pytest.mark.usefixtures("int8_faster_on_the_cpu")
 def test_auto_takes_int8_on_the_cpu_only_within_its_bar(tiny_bundle, tmp_path):
     within = with_precisions(tiny_bundle, tmp_path / "a", {"int8": (WITHIN, "broken")})
     with pytest.raises(BundleError, match=r"lines\.int8\.onnx: ONNX Runtime cannot load it"):
@@ -75,6 +89,24 @@ def test_auto_takes_int8_on_the_cpu_only_within_its_bar(tiny_bundle, tmp_path):
         assert runtime.precision == "fp32"
 
 
+@pytest.mark.usefixtures("int8_faster_on_the_cpu")
+def test_auto_reads_the_figures_the_recorded_bar_names(tiny_bundle, tmp_path):
+    """creps-calib records the int8 bar on the uint8 PSNR; a figure the bar does not know never qualifies."""
+    uint8_bar = {"int8": {"uint8_psnr_db": 45.0, "max_abs": 0.25}}
+    for error, runs in (({"uint8_psnr_db": 45.0, "max_abs": 0.25, "psnr_db": 10.0}, "int8"),
+                        ({"uint8_psnr_db": 44.99, "max_abs": 0.1, "psnr_db": 90.0}, "fp32"),
+                        ({"uint8_psnr_db": None, "max_abs": 0.0}, "int8"), ({"max_abs": 0.0}, "fp32")):
+        bundle = with_precisions(tiny_bundle, tmp_path / str(len(list(tmp_path.iterdir()))),
+                                 {"int8": (error, "copy")}, bars=uint8_bar)
+        with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
+            assert runtime.precision == runs, error
+    unknown = with_precisions(tiny_bundle, tmp_path / "unknown", {"int8": (WITHIN, "broken")},
+                              bars={"int8": {"ssim": 0.9}})
+    with Runtime(unknown, backend="ort-cpu", precision="auto") as runtime:
+        assert runtime.precision == "fp32"
+
+
+@pytest.mark.usefixtures("int8_faster_on_the_cpu")
 def test_auto_never_takes_fp16_on_the_cpu(tiny_bundle, tmp_path):
     bundle = with_precisions(tiny_bundle, tmp_path, {"fp16": (WITHIN, "broken")})
     with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
@@ -164,7 +196,8 @@ def test_real_int8_graphs_run_and_stay_close(tiny_bundle, tiny_generator, tmp_pa
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, folder)
     calibrate_bundle(folder, fp16_graphs=False, int8_graphs=True, G=tiny_generator,
-                     jobs=(Job(0, 1.0, 24, 16),), keep_below_bar=True)
+                     jobs=(Job(0, 1.0, 24, 16),), keep_below_bar=True, target_psnr=None,  # every layer INT8
+                     range_seeds=4)
     with Runtime(folder, backend="ort-cpu") as runtime:
         want = runtime.generate([1, 2], (23, 11), 0.7).astype(int)
     with Runtime(folder, backend="ort-cpu", precision="int8") as runtime:

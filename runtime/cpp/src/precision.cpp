@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <set>
 #include <vector>
 
@@ -14,7 +13,7 @@ const char* const REDUCED_STAGES[] = {"lines", "pixels"};  // the stages creps-c
 
 // The precisions faster than fp32 on each backend, fastest first (runtime/precision.py says why).
 std::vector<std::string> faster(const std::string& backend) {
-    return backend == "ort-cpu" ? std::vector<std::string>{"int8"} : std::vector<std::string>{"fp16"};
+    return backend == "ort-cpu" ? std::vector<std::string>{} : std::vector<std::string>{"fp16"};
 }
 
 bool is_precision(const std::string& p) { return p == "fp32" || p == "fp16" || p == "int8"; }
@@ -53,7 +52,7 @@ std::optional<std::string> shortfall(const Bundle& bundle, const std::string& pr
                    ? parent[key] : ojson::object();
     };
     ojson bars = object(object(object(m, "verification"), "precision"), "bars");
-    if (!bars.is_object() || !bars.contains(precision) || !bars[precision].is_object())
+    if (!bars.is_object() || !bars.contains(precision) || !bars[precision].is_object() || bars[precision].empty())
         return "no " + precision + " bar recorded";
     const ojson& bar = bars[precision];
     for (const char* stage : REDUCED_STAGES) {
@@ -61,17 +60,23 @@ std::optional<std::string> shortfall(const Bundle& bundle, const std::string& pr
         ojson error = object(entry, "measured_error");
         if (error.empty()) error = entry.contains("predicted_error") ? entry["predicted_error"] : ojson();
         if (!error.is_object()) return std::string("no error recorded for the ") + stage + " graph";
-        ojson psnr = error.value("psnr_db", ojson()), max_abs = error.value("max_abs", ojson());
-        if (!psnr.is_null()) {
-            double want = bar.contains("psnr_db") && number(bar["psnr_db"]) ? bar["psnr_db"].get<double>()
-                                                                             : std::numeric_limits<double>::infinity();
-            if (!(number(psnr) && psnr.get<double>() >= want))
-                return "PSNR " + py_repr(psnr) + " dB < " +
-                       (bar.contains("psnr_db") ? py_repr(bar["psnr_db"]) : "None") + " dB";
+        for (const auto& [key, limit] : bar.items()) {  // psnr_db keys: lower bounds; max_abs keys: upper bounds
+            if (!error.contains(key)) return "no " + key + " recorded for the " + stage + " graph";
+            const ojson value = error[key];
+            auto ends = [&key](const std::string& tail) {
+                return key.size() >= tail.size() && key.compare(key.size() - tail.size(), tail.size(), tail) == 0;
+            };
+            const bool both = number(value) && number(limit);
+            if (ends("psnr_db")) {
+                if (!value.is_null() && !(both && value.get<double>() >= limit.get<double>()))
+                    return std::string(stage) + " " + key + " " + py_repr(value) + " < " + py_repr(limit);
+            } else if (ends("max_abs")) {
+                if (!(both && value.get<double>() <= limit.get<double>()))
+                    return std::string(stage) + " " + key + " " + py_repr(value) + " > " + py_repr(limit);
+            } else {
+                return "a " + precision + " bar on " + py_str_repr(key) + ", which this creps does not know";
+            }
         }
-        double limit = bar.contains("max_abs") && number(bar["max_abs"]) ? bar["max_abs"].get<double>() : -1;
-        if (!(number(max_abs) && !max_abs.is_boolean() && max_abs.get<double>() <= limit))
-            return "max abs " + py_repr(max_abs) + " > " + (bar.contains("max_abs") ? py_repr(bar["max_abs"]) : "None");
     }
     return std::nullopt;
 }

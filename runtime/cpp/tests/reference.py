@@ -327,29 +327,40 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
     return cases
 
 
-def with_precision(bundle: Path, scratch: Path, precision: str, max_abs: float) -> Path:
+def with_precision(bundle: Path, folder: Path, precision: str, error: dict, bar: dict) -> Path:
     """A copy whose lines and pixels graphs also come as `precision` (the fp32 files under other names),
-    their recorded error max_abs against a bar of 0.1: what `auto` chooses from."""
-    folder = scratch / f"{precision}-{max_abs}"
+    with `error` recorded against `bar`: what `auto` chooses from."""
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(bundle, folder)
 
     def change(m):
         for stage in ("lines", "pixels"):
             entry = dict(m["graphs"][stage], precision=precision, file=f"{stage}.{precision}.onnx",
-                         measured_error={"psnr_db": None, "max_abs": max_abs})
+                         measured_error=error)
             shutil.copy(folder / f"{stage}.onnx", folder / entry["file"])
             m["graphs"][f"{stage}.{precision}"] = entry
-        m.setdefault("verification", {})["precision"] = {"bars": {precision: {"psnr_db": 40.0, "max_abs": 0.1}}}
+        m.setdefault("verification", {})["precision"] = {"bars": {precision: bar}}
     edit(folder, change)
     return folder
+
+
+FLOAT_BAR = {"psnr_db": 40.0, "max_abs": 0.1}
+UINT8_BAR = {"uint8_psnr_db": 45.0, "max_abs": 0.25}  # as creps-calib records the int8 bar
+PRECISION_CASES = [  # (precision, recorded error, recorded bar)
+    ("int8", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR), ("int8", {"psnr_db": None, "max_abs": 0.5}, FLOAT_BAR),
+    ("fp16", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR),
+    ("int8", {"uint8_psnr_db": 50.0, "max_abs": 0.1}, UINT8_BAR),
+    ("int8", {"uint8_psnr_db": 44.0, "max_abs": 0.1}, UINT8_BAR),
+    ("int8", {"uint8_psnr_db": 50.0, "max_abs": 0.1}, {"ssim": 0.9}),  # a bar this creps does not know
+    ("int8", {"max_abs": 0.1}, UINT8_BAR),  # a figure the bar names, not recorded
+]
 
 
 def precisions(bundle: Path, scratch: Path) -> list[dict]:
     """What each requested precision runs (Runtime.precision), on copies with reduced-precision graphs."""
     cases = []
-    for precision, max_abs in (("int8", 0.0), ("int8", 0.5), ("fp16", 0.0)):
-        folder = with_precision(bundle, scratch, precision, max_abs)
+    for i, (precision, error, bar) in enumerate(PRECISION_CASES):
+        folder = with_precision(bundle, scratch / f"precision-{i}", precision, error, bar)
         for requested in ("auto", precision, "fp32"):
             with Runtime(folder, backend="ort-cpu", threads=1, precision=requested) as runtime:
                 cases.append({"dir": str(folder), "requested": requested, "runs": runtime.precision})
