@@ -104,13 +104,15 @@ def judge(precision: str, error: dict, bundle, keep_below_bar: bool) -> None:
 def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, int8_graphs: bool = False,
                      G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None,
                      source: str | os.PathLike | None = None, keep_below_bar: bool = False,
-                     target_psnr: float | None = PRECISION_BARS["int8"][psnr_key("int8")]) -> dict:
+                     target_psnr: float | None = PRECISION_BARS["int8"][psnr_key("int8")],
+                     range_seeds: int = int8.RANGE_SEEDS) -> dict:
     """Write the requested FP16 / INT8 graphs into the bundle; returns the report.
 
     `jobs` drive the FP16 analysis and the INT8 calibration; the error against FP32 is
     reported on full images of `error_jobs` (default: the same jobs) and judged against
     PRECISION_BARS. INT8 keeps in float the fewest layers that hold the images' uint8 PSNR
-    at `target_psnr` (None: every layer INT8). `source` is the checkpoint `G` came from: refused unless it is the
+    at `target_psnr` (None: every layer INT8), its activation ranges taken from the jobs and
+    `range_seeds` more latents. `source` is the checkpoint `G` came from: refused unless it is the
     bundle's. Everything that can be refused is, before the long work or before writing.
     """
     error_jobs = error_jobs or jobs
@@ -133,7 +135,7 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                             "predicted_error": predicted["worst"]}))
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
-        quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr)
+        quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr, range_seeds=range_seeds)
         measured = int8.measure(activation, quantized, error_jobs)
         judge("int8", measured["worst"], bundle, keep_below_bar)
         kept_float = {s: [f.split("/", 1)[1] for f in int8_plan["float_layers"] if f.startswith(f"{s}/")]

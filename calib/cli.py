@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from creps.calib.bars import PRECISION_BARS, describe_bars, psnr_key
+from creps.calib.int8 import RANGE_SEEDS
 from creps.cli import SEEDS, SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.extras import require
@@ -60,9 +61,12 @@ def parse_floats(text: str) -> list[float]:
 @click.option("--sizes", default="512x512,2048x512", show_default=True, help="Sizes WxH, cycled.")
 @click.option("--target-psnr", type=click.FloatRange(min=0), default=PRECISION_BARS["int8"][psnr_key("int8")],
               show_default=True, help="INT8: the uint8 PSNR (dB) the mixed plan aims at.")
+@click.option("--range-seeds", type=click.IntRange(min=0), default=RANGE_SEEDS, show_default=True,
+              help="INT8: more latents the activation ranges are taken from (fewer: faster, ranges that new "
+                   "latents exceed more often).")
 @click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, force, report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, force, report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
@@ -76,7 +80,7 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, force,
     from creps.calib.bundle import calibrate_bundle
 
     result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force,
-                              target_psnr=target_psnr)
+                              target_psnr=target_psnr, range_seeds=range_seeds)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]

@@ -17,7 +17,7 @@ from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_man
 from in_process import in_process
 from tiny_models import random_generator
 
-SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13"]
+SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13", "--range-seeds", "8"]  # seconds, not minutes
 
 
 def calib(*args):
@@ -31,8 +31,7 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     ckpt = tmp_path / "tiny.safetensors"
     save_checkpoint(ckpt, tiny_G, tiny_G.cfg)
     report = tmp_path / "report.json"
-    done = calib("--bundle", str(bundle), "--int8", "--network", str(ckpt), "--seeds", "0,1",
-                 "--sizes", "24x24,37x13", "--report", str(report))
+    done = calib("--bundle", str(bundle), "--int8", "--network", str(ckpt), *SMALL, "--report", str(report))
     assert done.returncode == 0, done.stderr
     assert "fp16: predicted error vs fp32" in done.stdout and "int8: measured error vs fp32" in done.stdout
     assert "pre-processing" not in done.stderr and "WARNING" not in done.stderr  # ONNX Runtime's quantizer advice
