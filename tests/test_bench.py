@@ -232,16 +232,15 @@ def test_tensorrt_path_on_stand_ins(quick_bundle, monkeypatch, tmp_path):
     """Engines built as creps-export --trt builds them, timed through TensorRTBackend's
     run_stream (TensorRT and CUDA replaced by tests/trt/fakes.py)."""
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "trt"))
-    from fakes import FakeCudart, FakeTrt
+    from fakes import FakeGpu
 
     from creps.export import trt as trt_export
     from creps.runtime import trt as trt_runtime
 
-    cudart = FakeCudart()
-    monkeypatch.setitem(sys.modules, "tensorrt", FakeTrt)
-    monkeypatch.setattr(FakeTrt, "model", quick_bundle[1])  # what the fake engines compute shapes from
-    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: cudart)
-    monkeypatch.setattr(trt_export, "load_cudart", lambda: cudart)
+    gpu = FakeGpu()
+    monkeypatch.setitem(sys.modules, "tensorrt", gpu.tensorrt)
+    monkeypatch.setattr(trt_runtime, "load_cudart", lambda: gpu.cudart)
+    monkeypatch.setattr(trt_export, "load_cudart", lambda: gpu.cudart)
     assert "TensorRT" in bench.backend_device("tensorrt", 1)
     bundle = shutil.copytree(quick_bundle[0], tmp_path / "bundle")
     bench.build_engines(bundle, [(96, 32), (64, 16)])
@@ -249,3 +248,4 @@ def test_tensorrt_path_on_stand_ins(quick_bundle, monkeypatch, tmp_path):
     result = bench.run_runtime({"kind": "runtime", "bundle": str(bundle), "backend": "tensorrt", "size": [96, 32],
                                 "repeats": 1})
     assert sorted(result["stages"]) == ["lines", "mapping", "pixels"] and result["seconds"] > 0
+    assert not any(gpu.live().values())  # the benchmark's runtime closed its backend
