@@ -29,11 +29,12 @@ from tqdm import tqdm
 
 from creps.calib import emulate
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
+from creps.runtime.precision import REDUCED_STAGES
 from creps.runtime.stages import spatial_inputs
 
 log = logging.getLogger(__name__)
 
-FP16_STAGES = ("lines", "pixels")
+FP16_STAGES = REDUCED_STAGES  # the stages with fp16 graphs (the mapping stays fp32)
 RANGE_HEADROOM = 16.0
 SOLO_ERROR_LIMIT = 1e-3
 PROBE = 24  # rows and columns per job in the analysis runs

@@ -24,10 +24,11 @@ import onnx
 
 from creps.calib import emulate, qdq
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
+from creps.runtime.precision import REDUCED_STAGES
 
 log = logging.getLogger(__name__)
 
-INT8_STAGES = ("lines", "pixels")
+INT8_STAGES = REDUCED_STAGES  # the stages with int8 graphs (the mapping stays fp32)
 CALIBRATION_PROBE = 48  # rows and columns per job fed to the calibrator
 METHODS = ("minmax", "percentile", "entropy", "mse")
 PERCENTILE = 99.99  # of |x|, for "percentile"
