@@ -163,8 +163,8 @@ class OrtBackend(Backend):
         options.log_severity_level = 3
         self.sessions = {}
         for stage in RUN_STAGES:
-            key = graph_key(stage, stage_precision(stage, self.precision))
-            path = bundle.file(bundle.graphs[key])
+            precision = stage_precision(stage, self.precision)
+            key, path = graph_key(stage, precision), bundle.graph_path(stage, precision)
             try:
                 session = ort.InferenceSession(str(path), options, providers=[provider])
             except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
