@@ -224,10 +224,18 @@ class Runtime:
         ys, xs = grid.coords(*size, window=window, fit=fit)  # (H,), (W,)
         ws = self.mapping(batch.z, psi) if batch.ws is None else batch.ws  # (N, num_ws, w_dim)
         cols, rows = self.lines(ws, ys, xs, plan, bar)
+        yield from self.pixels(batch, ws, cols, rows, plan, bar)
+
+    def pixels(self, batch: Batch, ws: np.ndarray, cols: np.ndarray, rows: np.ndarray, plan: Plan,
+               bar=None) -> Iterator[tuple]:
+        """The pixels stage over `plan`'s tiles from ws (N, num_ws, w_dim) and the image's line
+        features cols (N, B, 32, H, R), rows (N, B, 32, W, R): (rows slice, cols slice, img tile
+        (N, 3, h, w)), band by band; a tile with NaN or Inf is refused (NonFiniteError)."""
         tiles = list(plan.tiles())
         feeds = ({"ws": ws, "cols": cols[:, :, :, band], "rows": rows[:, :, :, column]} for band, column in tiles)
         for (band, column), out in zip(tiles, self.run_all("pixels", feeds)):
-            bar.update()
+            if bar is not None:
+                bar.update()
             check_finite(out["img"], batch, band, column)
             yield band, column, out["img"]
 
