@@ -1,18 +1,26 @@
-"""creps-run: images of any size from a bundle, tiled, without PyTorch."""
+"""creps-run: images of any size from a bundle, tiled, without PyTorch; or a seed's deep-zoom pyramid (--dzi)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
+from creps.errors import CrepsError
 from creps.files import creating_folder
 from creps.images import OUT_RULE, image_paths
 from creps.runtime.backends import BACKENDS
 from creps.runtime.generate import Runtime
 from creps.runtime.precision import CHOICES, HELP
 from creps.runtime.tiling import parse_memory
+from creps.serve.dzi import dzi_paths, write_pyramid
+from creps.serve.options import cache_memory_option, canvas_options
+from creps.serve.pyramid import Canvas
+from creps.serve.tiles import TileRenderer
+
+IMAGE_ONLY = ("size", "window", "fit", "batch")  # what --dzi has no use for: its canvas fixes every tile
 
 
 def memory_option(ctx, param, value: str | None) -> int | None:
@@ -31,6 +39,7 @@ Examples:
   creps-run --bundle ffhq/ --size 8192x2048 --max-memory 512M --out big.png
   creps-run --bundle ffhq/ --window 0.25,0.25,0.75,0.75 --size 1024x1024 --out zoom.png
   creps-run --bundle ffhq/ --precision auto --size 2048x512 --out fast.png   # after creps-calib --int8
+  creps-run --bundle ffhq/ --seeds 7 --trunc 0.7 --dzi face7       # face7.dzi + face7_files/ (docs/serve.md)
 """)
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
               help="Bundle folder from creps-export (default: the bundled default model, exported once into "
@@ -54,20 +63,43 @@ Examples:
 @click.option("--allow-engine-host-code", is_flag=True,
               help="Run version-compatible TensorRT engines (creps-export --version-compatible): they carry "
                    "executable host code, so pass this only for a bundle you trust.")
-@click.option("--out", type=click.Path(), required=True, help=OUT_RULE)
-def cli(bundle, size, seeds, psi, window, fit, tile, max_memory, backend, precision, batch, threads,
-        allow_engine_host_code, out):
+@click.option("--out", type=click.Path(), default=None, help=OUT_RULE)
+@click.option("--dzi", type=click.Path(), default=None, metavar="OUT",
+              help="Instead of --out: one seed's deep-zoom pyramid, OUT.dzi and OUT_files/{level}/{col}_{row}.png, "
+                   "the tiles creps-serve serves (docs/serve.md).")
+@canvas_options
+@cache_memory_option
+@click.pass_context
+def cli(ctx, bundle, size, seeds, psi, window, fit, tile, max_memory, backend, precision, batch, threads,
+        allow_engine_host_code, out, dzi, views, detail, cache_memory):
     """Generate images of any size from a creps bundle (ONNX Runtime or TensorRT, no PyTorch).
 
     The PNG is streamed band by band, so memory stays flat however large the image.
+    With --dzi, every tile of a seed's canvas, each level rendered natively.
     """
-    folder, paths = image_paths(out, seeds)  # before a first run's export of the default model
+    if (out is None) == (dzi is None):
+        raise click.UsageError("give exactly one of --out (images) and --dzi (a deep-zoom pyramid)")
+    if dzi is not None:
+        given = [f"--{name}" for name in IMAGE_ONLY if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} with --dzi: the canvas fixes every tile's size and window "
+                                   "(--canvas-views, --detail)")
+        if len(seeds) != 1:
+            raise CrepsError(f"--dzi writes one seed's pyramid, and {len(seeds)} seeds were given: run it once per seed")
+        dzi_paths(dzi)  # refused before a first run's export of the default model
+    else:
+        folder, paths = image_paths(out, seeds)
     if bundle is None:
         from creps.runtime.default import default_bundle
 
         bundle = default_bundle()
     with Runtime(bundle, backend=backend, tile=tile, max_memory=max_memory, threads=threads,
                  allow_engine_host_code=allow_engine_host_code, precision=precision) as runtime:
+        if dzi is not None:
+            renderer = TileRenderer(runtime, Canvas.of(runtime.model, views, detail), cache_memory)
+            descriptor, tiles = write_pyramid(renderer, seeds[0], psi, dzi, progress=True)
+            click.echo(f"wrote {descriptor} and {renderer.stats()['tiles_rendered']} tiles in {tiles}")
+            return
         runtime.prepare(seeds, size, psi, fit, batch)  # refuse a bad request before touching the output
         with creating_folder(folder):
             runtime.save(paths, seeds, size, psi, window, fit, batch=batch, progress=True)
