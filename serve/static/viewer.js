@@ -121,12 +121,17 @@ async function main() {
   });
   viewer.addHandler("open-failed", (event) => fail(`cannot open seed ${state.seed} psi ${state.psi}: ${event.message}`));
 
-  // A new seed or psi keeps the view where it is.
+  // A new seed or psi keeps the view where it is. OpenSeadragon resets the view on open; the view to restore is
+  // the latest one asked for, so that opens overtaking each other all land there.
+  let opening = null;
+  viewer.addHandler("open", () => {
+    about.textContent = describe(info);
+    about.classList.remove("error");
+    restore(opening);
+    writeUrl();
+  });
   const open = (view) => {
-    viewer.addOnceHandler("open", () => {
-      restore(view);
-      writeUrl();
-    });
+    opening = view;
     viewer.open(`/seed/${state.seed}.dzi?psi=${state.psi}`);
   };
   const apply = () => {
