@@ -7,7 +7,8 @@ the trained view's centre 0.5: `views / step` pixels a side, pixel (0, 0) centre
 x0 = y0 = 0.5 - views / 2. Level l of 0..L (L = ceil(log2(side))) is the deepest one
 shrunk 2**k times (k = L - l), ceil(side / 2**k) pixels; its pixel i sits at the centre
 of the deepest pixels it covers, x0 + step * ((i + 0.5) * 2**k - 0.5). Every coordinate is
-a small multiple of step / 2, a power of two, so it is exact in float32 and float64, and
+a multiple of step / 2, a power of two, by an integer below 2**22 (a side is at most
+grid.MAX_SIDE = 2**20 pixels), so it is exact in float32 and float64, and
 `linspace` of a tile's first and last centres gives the same grid as the whole level: two
 adjacent tiles continue one grid, whatever size each is.
 
@@ -106,7 +107,7 @@ class Canvas:
     @property
     def max_level(self) -> int:
         """L: the deepest level (level 0 is 1 x 1)."""
-        return math.ceil(math.log2(max(self.width, self.height))) if max(self.width, self.height) > 1 else 0
+        return (max(self.width, self.height) - 1).bit_length()  # ceil(log2(side)), 0 for one pixel
 
     @property
     def levels(self) -> int:

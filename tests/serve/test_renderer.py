@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from creps.errors import NonFiniteError
 from creps.runtime import Runtime
 from creps.runtime.backends import Backend, OrtBackend
 from creps.runtime.bundle import read_bundle
@@ -33,10 +34,16 @@ class CountingBackend(Backend):
         self.calls: list[tuple] = []
         self.lock = threading.Lock()
         self.hold = hold
+        self.failures: dict[str, int] = {}  # stage -> how many of its next calls raise
 
     def run(self, stage, feeds):
         with self.lock:
             self.calls.append((stage, len(feeds["ys"]), len(feeds["xs"])) if stage == "lines" else (stage,))
+            failing = self.failures.get(stage, 0) > 0
+            if failing:
+                self.failures[stage] -= 1
+        if failing:
+            raise RuntimeError(f"{stage} failed")
         if stage == "pixels" and self.hold is not None:
             assert self.hold.wait(10)
         return self.inner.run(stage, feeds)
@@ -181,6 +188,37 @@ def test_the_same_tile_in_flight_renders_once():
         assert renderer.stats()["tiles_rendered"] == 1
         pixel_tiles = len(list(runtime.plan(tiles[0].size).tiles()))
         assert len(backend.stage_calls("pixels")) == pixel_tiles and len(backend.stage_calls("lines")) == 4
+
+
+@pytest.mark.parametrize("stage", ["lines", "pixels", "mapping"])
+def test_a_failed_render_is_not_kept(stage):
+    backend = CountingBackend()
+    with Runtime(tiny_bundle(), backend=backend, line_chunk=4096) as runtime:
+        renderer = TileRenderer(runtime, Canvas.of(runtime.model, 3))
+        key = TileKey(8, 0.9, 9, 0, 1)
+        backend.failures[stage] = 1
+        with pytest.raises(RuntimeError, match=f"{stage} failed"):
+            renderer.render(key)
+        tile = renderer.render(key)  # computed again, not the failure
+        want = runtime.generate(8, size=tile.size, psi=0.9, window=tile.window)[0]
+        np.testing.assert_array_equal(decoded(tile), want)
+        assert renderer.stats()["tiles_rendered"] == 1
+
+
+def test_a_tile_with_nan_is_refused(monkeypatch):
+    backend = CountingBackend()
+    run = backend.run
+
+    def poisoned(stage, feeds):
+        out = run(stage, feeds)
+        return {"img": np.full_like(out["img"], np.nan)} if stage == "pixels" else out
+
+    monkeypatch.setattr(backend, "run", poisoned)
+    with Runtime(tiny_bundle(), backend=backend) as runtime:
+        renderer = TileRenderer(runtime, Canvas.of(runtime.model, 3))
+        with pytest.raises(NonFiniteError, match="seed 8 .*level 9, tile 0_1"):
+            renderer.render(TileKey(8, 0.9, 9, 0, 1))
+        assert renderer.stats()["tiles_rendered"] == 0
 
 
 @pytest.mark.parametrize("key,error,match", [
