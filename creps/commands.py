@@ -1,4 +1,4 @@
-"""Console scripts for the commands whose modules import torch or onnx at their top (torch-free).
+"""Console scripts for the commands whose modules import torch, onnx or the web stack at their top (torch-free).
 
 Each launcher checks, without importing anything, that its command's extra is installed,
 and only then imports the command: on a runtime-only install (`.[ort]`) the answer is one
@@ -33,3 +33,4 @@ generate = launcher("creps-generate", "creps.generate", "torch")
 train = launcher("creps-train", "creps.train.cli", "train")
 calib = launcher("creps-calib", "creps.calib.cli", "calib")
 bench = launcher("creps-bench", "creps.bench", "bench")
+serve = launcher("creps-serve", "creps.serve.cli", "serve")

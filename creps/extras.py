@@ -18,6 +18,7 @@ MODULES = {
     "calib": ("onnx", "onnxruntime"),
     "export": ("torch", "safetensors", "onnx", "onnxscript", "onnxruntime"),
     "bench": ("torch", "safetensors", "onnx", "onnxscript", "onnxruntime", "matplotlib"),
+    "serve": ("starlette", "uvicorn"),
 }
 
 

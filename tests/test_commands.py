@@ -11,6 +11,7 @@ import pytest
 from creps.checkpoint import save_checkpoint
 from creps.errors import install_hint
 from creps.export import export_bundle
+from creps.runtime.default import tiny_bundle
 from tiny_models import random_generator
 from without_packages import TORCH_SIDE, assert_one_line_error, run_without
 
@@ -32,7 +33,7 @@ def made(tmp_path_factory):
 
 def test_every_command_is_covered_here():
     assert set(SCRIPTS) == {"creps-generate", "creps-train", "creps-export", "creps-run", "creps-calib",
-                            "creps-bench", "creps-doctor"}
+                            "creps-bench", "creps-doctor", "creps-serve"}
 
 
 # (script, its arguments, the extra the line must name, a module the line must name)
@@ -85,3 +86,11 @@ def test_doctor_says_what_it_needs_without_the_torch_side(tmp_path):
     done, tried = run_without(TORCH_SIDE, SCRIPTS["creps-doctor"], tmp_path=tmp_path)
     assert_one_line_error(done, "creps-doctor needs TensorRT, cuda-python and an NVIDIA GPU")
     assert tried == []
+
+
+def test_serve_without_the_web_stack_says_what_to_install(tmp_path):
+    """creps-serve on a runtime-only install: one line naming the serve extra, before it binds a port."""
+    done, tried = run_without(("starlette", "uvicorn"), SCRIPTS["creps-serve"], "--bundle", tiny_bundle(),
+                              "--port", "0", tmp_path=tmp_path)
+    assert_one_line_error(done, install_hint("serve"), "starlette")
+    assert tried  # it looked, and was refused
