@@ -50,7 +50,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 VIEWER_LIBRARY = Path("vendor", "openseadragon", "openseadragon.min.js")  # what serve/build.sh installs
 IMMUTABLE = "public, max-age=31536000, immutable"
 RETRY_AFTER_S = 1
-INTEGER = re.compile(r"-?[0-9]{1,30}")  # longer is out of every range here: refused before int() parses it
+INTEGER = re.compile(r"-?[0-9]+")
+DIGITS = 30  # past every range here: refused before int() parses it
 SHOWN = 40  # characters of a refused value echoed back
 
 
@@ -68,8 +69,11 @@ def shown(text: str) -> str:
 
 
 def integer(name: str, text: str) -> int:
+    """A path's number: ASCII decimal digits, maybe a minus (its range is the renderer's to check)."""
     if not INTEGER.fullmatch(text):
-        raise BadTileRequest(f"{name} {shown(text)} is not a decimal integer in range")
+        raise BadTileRequest(f"{name} {shown(text)} is not a decimal integer")
+    if len(text) > DIGITS:
+        raise BadTileRequest(f"{name} {shown(text)} is out of range ({len(text)} digits)")
     return int(text)
 
 
