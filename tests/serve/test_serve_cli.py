@@ -17,6 +17,7 @@ from creps.runtime.backends import Backend
 from creps.runtime.default import tiny_bundle
 from creps.serve.cli import cli, pool_size
 from in_process import in_process
+from without_packages import TORCH_SIDE, run_without
 
 BAD_OPTIONS = {
     "port past 65535": ["--port", "70000"],
@@ -51,6 +52,14 @@ def test_a_port_in_use_is_one_line(monkeypatch, capsys):
         code, out, err = in_process(monkeypatch, capsys, cli, "creps-serve", "--bundle", tiny_bundle(),
                                     "--port", port)
     assert code == 1 and err.startswith(f"error: cannot listen on 127.0.0.1 port {port}") and len(err.splitlines()) == 1
+
+
+def test_it_needs_nothing_of_the_torch_side(tmp_path):
+    """A runtime-only install (`.[serve]`): creps-serve imports, parses and refuses without ever looking for torch."""
+    done, tried = run_without(TORCH_SIDE, "creps.commands:serve", "--bundle", tiny_bundle(), "--port", "70000",
+                              tmp_path=tmp_path)
+    assert done.returncode == 1 and "--port" in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert tried == []
 
 
 class OneAtATime(Backend):
