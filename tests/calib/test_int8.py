@@ -7,7 +7,7 @@ import pytest
 from calib_jobs import JOBS
 from creps.calib import int8, qdq
 from creps.calib.bundle import activation_form_models
-from creps.calib.samples import StageRunner
+from creps.calib.samples import StageRunner, worst
 from creps.calib.sensitivity import MARGIN_DB
 from creps.errors import BundleError
 from creps.runtime.bundle import read_bundle
@@ -41,10 +41,16 @@ def test_every_layer_in_int8_by_the_rules(every_layer, activation_models):
 
 
 def test_the_plan_curve_is_what_the_written_graphs_give(every_layer, activation_models):
-    """The sizes are below the probe, so the plan's probe sees every pixel: the last point of
-    its curve (the switchable graphs, every layer on) is the measured error of the plain Q/DQ graphs."""
+    """The sizes are below the probe, so the plan's probe sees every pixel of the jobs: the last
+    point of its curve (the switchable graphs, every layer on) is the measured error of the plain
+    Q/DQ graphs, worst over the jobs and the plan's other latents on their probes."""
     quantized, plan = every_layer
-    measured = int8.measure(activation_models, quantized, JOBS)["worst"]
+    more = int8.plan_jobs(JOBS)
+    assert len(more) == int8.PLAN_SEEDS and not {j.seed for j in more} & {j.seed for j in JOBS}
+    assert plan["plan_jobs"] == [j.to_dict() for j in more]
+    on_jobs = int8.measure(activation_models, quantized, JOBS)["worst"]
+    on_more = int8.measure(activation_models, quantized, more, probe=int8.PLAN_PROBE)["worst"]
+    measured = worst([on_jobs, on_more])
     last = plan["curve"][-1]
     assert last["int8_layers"] == plan["layers"]
     assert last["uint8_psnr_db"] == measured["uint8_psnr_db"]
