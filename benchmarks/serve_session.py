@@ -11,12 +11,21 @@ in the same order, so runs compare.
     from serve_session import session
     for view in session(canvas, seed=0, psi=0.7):   # [[TileKey, ...], ...], one list per step
         ...
+
+Run as a script, it prints and records the session on the default and published canvases
+(each step's level, centre and new tiles), what the figures of those benchmarks were
+measured on.
 """
 
 from __future__ import annotations
 
 import math
 
+import click
+
+from common import benchmark
+
+from creps.cli import entry_point
 from creps.serve import Canvas, TileKey
 
 SCREEN = (1280, 720)
@@ -83,3 +92,22 @@ def session(canvas: Canvas, seed: int = 0, psi: float = 1.0, screen=SCREEN) -> l
         seen.update((k.level, k.col, k.row) for k in keys)
         out.append(keys)
     return out
+
+
+@benchmark("serve_session", __doc__, takes="about 0.1 min (no rendering)")
+def main() -> dict:
+    canvases = {}
+    for name, resolution in (("default", 64), ("published", 256)):
+        canvas = Canvas(resolution)
+        views = session(canvas)
+        canvases[name] = {"img_resolution": resolution, "canvas": canvas.info(), "screen": list(SCREEN),
+                          "tiles": sum(map(len, views)),
+                          "steps": [{"level": level, "centre": [x, y], "new_tiles": len(keys)}
+                                    for (level, x, y), keys in zip(steps(canvas), views)]}
+        click.echo(f"{name} ({resolution}x{resolution}): {len(views)} steps, {canvases[name]['tiles']} tiles; "
+                   f"tiles per step {[len(keys) for keys in views]}")
+    return {"canvases": canvases}
+
+
+if __name__ == "__main__":
+    entry_point(main)()

@@ -100,7 +100,7 @@ def measure_model(name: str, bundle: Path, repeats: int, threads: int | None, ca
         return row
 
 
-@benchmark("serve_tiles", __doc__, takes="about 6 min on 2 cores (the default model's first export: a few more)")
+@benchmark("serve_tiles", __doc__, takes="about 15 min on 2 cores (the default model's first export: a few more)")
 @click.option("--models", default=",".join(MODELS), show_default=True, help="Models, comma-separated.")
 @click.option("--bundle", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="A bundle of the published 256 config [default: exported from random weights].")
