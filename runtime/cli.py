@@ -21,6 +21,13 @@ from creps.serve.pyramid import Canvas
 from creps.serve.tiles import TileRenderer
 
 IMAGE_ONLY = ("size", "window", "fit", "batch")  # what --dzi has no use for: its canvas fixes every tile
+PYRAMID_ONLY = ("views", "detail", "cache_memory")  # what --out has no use for
+
+
+def given(ctx: click.Context, names) -> list[str]:
+    """The options among `names` (parameter names) given on the command line, as the user spells them."""
+    params = {param.name: param for param in ctx.command.params}
+    return [params[name].opts[0] for name in names if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
 
 
 def memory_option(ctx, param, value: str | None) -> int | None:
@@ -80,14 +87,16 @@ def cli(ctx, bundle, size, seeds, psi, window, fit, tile, max_memory, backend, p
     if (out is None) == (dzi is None):
         raise click.UsageError("give exactly one of --out (images) and --dzi (a deep-zoom pyramid)")
     if dzi is not None:
-        given = [f"--{name}" for name in IMAGE_ONLY if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
-        if given:
-            raise click.UsageError(f"{', '.join(given)} with --dzi: the canvas fixes every tile's size and window "
-                                   "(--canvas-views, --detail)")
+        if given(ctx, IMAGE_ONLY):
+            raise click.UsageError(f"{', '.join(given(ctx, IMAGE_ONLY))} with --dzi: the canvas fixes every tile's "
+                                   "size and window (--canvas-views, --detail)")
         if len(seeds) != 1:
             raise CrepsError(f"--dzi writes one seed's pyramid, and {len(seeds)} seeds were given: run it once per seed")
         dzi_paths(dzi)  # refused before a first run's export of the default model
     else:
+        if given(ctx, PYRAMID_ONLY):
+            raise click.UsageError(f"{', '.join(given(ctx, PYRAMID_ONLY))} with --out: "
+                                   "those shape a --dzi pyramid (an image's window is --window)")
         folder, paths = image_paths(out, seeds)
     if bundle is None:
         from creps.runtime.default import default_bundle

@@ -99,6 +99,13 @@ def test_bad_input_is_one_line_and_writes_nothing(monkeypatch, capsys, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["--canvas-views", "4"], ["--detail", "2"], ["--cache-memory", "1G"]])
+def test_pyramid_options_with_out_are_refused(monkeypatch, capsys, tmp_path, args):
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "x.png")
+    assert code == 1 and f"{args[0]} with --out" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_neither_output_is_refused(monkeypatch, capsys, tmp_path):
     code, _, err = in_process(monkeypatch, capsys, cli, "creps-run", "--bundle", tiny_bundle())
     assert code == 1 and "exactly one of --out" in err and err.count("\n") == 1
