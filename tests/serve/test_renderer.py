@@ -154,6 +154,30 @@ def test_k_by_k_tiles_cost_2k_line_evaluations():
         np.testing.assert_array_equal(decoded(tiles[4]), want)
 
 
+def test_tiles_of_one_row_at_once_share_its_ys():
+    backend = CountingBackend()
+    with Runtime(tiny_bundle(), backend=backend, line_chunk=4096) as runtime:
+        renderer = TileRenderer(runtime, Canvas.of(runtime.model))
+        keys = [TileKey(6, 1.0, 11, col, 2) for col in range(1, 5)]
+        barrier = threading.Barrier(len(keys))
+        tiles = {}
+
+        def render(key):
+            barrier.wait()
+            tiles[key] = renderer.render(key)
+
+        threads = [threading.Thread(target=render, args=(key,)) for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(backend.stage_calls("lines")) == sorted([("lines", 258, 1)] + [("lines", 1, 258)] * 4)
+        assert len(backend.stage_calls("mapping")) == 1
+        for key, tile in tiles.items():
+            want = runtime.generate(6, size=tile.size, psi=1.0, window=tile.window)[0]
+            np.testing.assert_array_equal(decoded(tile), want)
+
+
 def test_lines_evicted_from_a_small_cache_are_computed_again():
     backend = CountingBackend()
     with Runtime(tiny_bundle(), backend=backend, line_chunk=4096) as runtime:
