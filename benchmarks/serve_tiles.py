@@ -9,8 +9,8 @@ default canvas (16 views, detail 4):
   on each side), near the trained view. Cold: a new TileRenderer each time (the mapping,
   the lines of the tile's ys and xs, then the pixels and the PNG). Warm: the same tile
   again from the same renderer (its row's and column's lines cached: pixels and PNG).
-  Median and best of --repeats, seconds per tile, tiles one at a time (each tile's own
-  work runs on every core, as the runtime runs it).
+  Median and best of --repeats (cold and warm alternated), seconds per tile, tiles one at
+  a time (each tile's own work runs on every core, as the runtime runs it).
 - the session (benchmarks/serve_session.py: a 1280 x 720 screen zooming in on the trained
   view, panning, zooming out, back in), its tiles one after another, with a line cache of
   --cache-memory and with none (every tile computes its ys and xs): seconds, line
@@ -48,10 +48,12 @@ def latency(runtime: Runtime, canvas: Canvas, repeats: int) -> dict:
     cols, rows = canvas.tile_counts(level)
     key = TileKey(0, 0.7, level, cols // 2, rows // 2)  # its window starts at the trained view's centre
     TileRenderer(runtime, canvas, 0).render(TileKey(1, 0.7, level, 1, 1))  # sessions and arenas warm
-    cold = [timed(lambda: TileRenderer(runtime, canvas).render(key)) for _ in range(repeats)]
     renderer = TileRenderer(runtime, canvas)
     tile = renderer.render(key)
-    warm = [timed(lambda: renderer.render(key)) for _ in range(repeats)]
+    cold, warm = [], []
+    for _ in range(repeats):  # alternated, so a load that changes meanwhile hits both alike
+        cold.append(timed(lambda: TileRenderer(runtime, canvas).render(key)))
+        warm.append(timed(lambda: renderer.render(key)))
     return {"tile": f"level {level} tile {key.col}_{key.row}", "size": list(tile.size), "cold": summary(cold),
             "warm": summary(warm), "warm_speedup": round(statistics.median(cold) / statistics.median(warm), 2)}
 
