@@ -84,6 +84,12 @@ def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def canonical(key: TileKey) -> TileKey:
+    """A checked key as plain Python numbers (numpy scalars, psi -0.0 as 0.0): one cache
+    entry and one ETag per tile."""
+    return TileKey(int(key.seed), float(key.psi) + 0.0, int(key.level), int(key.col), int(key.row))
+
+
 class TileRenderer:
     """Tiles of `canvas` from `runtime`, line features cached in `cache_bytes`; thread-safe."""
 
@@ -116,8 +122,8 @@ class TileRenderer:
         """Refuse a key: BadTileRequest (seed, psi) or TileNotFound (level, col, row)."""
         if not is_int(key.seed) or not 0 <= key.seed <= MAX_SEED:
             raise BadTileRequest(f"seed {key.seed!r} is outside 0..{MAX_SEED}")
-        if not isinstance(key.psi, (int, float, np.floating)) or not math.isfinite(key.psi) \
-                or not -MAX_PSI <= key.psi <= MAX_PSI:
+        if not isinstance(key.psi, (int, float, np.integer, np.floating)) or isinstance(key.psi, bool) \
+                or not math.isfinite(key.psi) or not -MAX_PSI <= key.psi <= MAX_PSI:
             raise BadTileRequest(f"psi {key.psi!r} is not a finite number in [-{MAX_PSI:g}, {MAX_PSI:g}]")
         if not all(is_int(v) for v in (key.level, key.col, key.row)):
             raise TileNotFound(f"level {key.level!r}, tile {key.col!r}_{key.row!r}: not whole numbers")
@@ -129,7 +135,8 @@ class TileRenderer:
 
     def etag(self, key: TileKey) -> str:
         """The tile's strong ETag, quoted as the header carries it; computed without rendering."""
-        text = json.dumps([self.identity, int(key.seed), repr(float(key.psi)), key.level, key.col, key.row])
+        key = canonical(key)
+        text = json.dumps([self.identity, key.seed, repr(key.psi), key.level, key.col, key.row])
         return f'"{hashlib.sha256(text.encode()).hexdigest()[:32]}"'
 
     def descriptor(self) -> str:
@@ -139,7 +146,7 @@ class TileRenderer:
     def render(self, key: TileKey) -> Tile:
         """The tile of `key` (checked first); the same tile in flight in another thread is waited for."""
         self.check(key)
-        key = TileKey(int(key.seed), float(key.psi), int(key.level), int(key.col), int(key.row))
+        key = canonical(key)
         return self.in_flight.get(key, lambda: self._render(key))
 
     def _render(self, key: TileKey) -> Tile:

@@ -264,6 +264,7 @@ def test_a_tile_with_nan_is_refused(monkeypatch):
     (TileKey(0, 2.5, 0, 0, 0), BadTileRequest, "psi 2.5"),
     (TileKey(0, -2.01, 0, 0, 0), BadTileRequest, "psi"),
     (TileKey(0, "0.7", 0, 0, 0), BadTileRequest, "psi"),
+    (TileKey(0, True, 0, 0, 0), BadTileRequest, "psi"),
 ])
 def test_bad_keys_are_refused_before_any_work(key, error, match):
     backend = CountingBackend()
@@ -293,6 +294,8 @@ def test_etags_name_the_tile_and_what_it_is_rendered_with(runtime):
     others = [TileKey(4, 0.7, 11, 1, 2), TileKey(3, 0.75, 11, 1, 2), TileKey(3, 0.7, 10, 1, 2),
               TileKey(3, 0.7, 11, 2, 1), TileKey(3, 0.7, 11, 1, 3)]
     assert len({etag, *map(renderer.etag, others)}) == 6
+    assert renderer.etag(TileKey(np.int64(3), np.float64(0.7), np.int32(11), 1, 2)) == etag  # numpy scalars
+    assert renderer.etag(TileKey(3, 0.0, 11, 1, 2)) == renderer.etag(TileKey(3, -0.0, 11, 1, 2))
     assert TileRenderer(runtime, Canvas.of(runtime.model, 15)).etag(key) != etag  # another canvas
     assert TileRenderer(runtime, Canvas.of(runtime.model, 16, 8)).etag(key) != etag
     assert renderer.stats()["tiles_rendered"] == 0  # no rendering for any of it
