@@ -19,6 +19,7 @@ from creps.runtime.default import tiny_bundle
 from creps.serve import Canvas, TileKey, TileRenderer
 from in_process import in_process
 from signal_loop import Case, script, signal_loop
+from without_packages import TORCH_SIDE, run_without
 
 NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
@@ -157,3 +158,15 @@ def test_real_signals_leave_nothing_half_done(tmp_path):
     for outcome, folder in zip(outcomes, [tmp_path / "baseline", *(tmp_path / f"run{i:03d}" for i in range(4))]):
         left = sorted(p.name for p in (folder / "new").iterdir()) if (folder / "new").exists() else []
         assert left == ([] if outcome.interrupted else ["pyr.dzi", "pyr_files"]), (outcome, left)
+
+
+def test_dzi_never_imports_torch(runtime, tmp_path):
+    """creps-run --dzi where the PyTorch side cannot be imported: it never looks for it, and
+    writes the renderer's tiles."""
+    done, tried = run_without(TORCH_SIDE, "creps.runtime.cli:main", "--bundle", tiny_bundle(), "--backend",
+                              "ort-cpu", "--seeds", "2", "--canvas-views", "1", "--dzi", tmp_path / "pyr",
+                              tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert tried == []
+    tile = TileRenderer(runtime, Canvas.of(runtime.model, 1)).render(TileKey(2, 1.0, 7, 0, 0))
+    assert (tmp_path / "pyr_files" / "7" / "0_0.png").read_bytes() == tile.png
