@@ -14,8 +14,8 @@ them, with a warning): {bars}. Graphs with NaN or Inf in their images are always
 
 INT8 measures each layer's error contribution and keeps in float the fewest, most
 sensitive layers that hold the images' uint8 PSNR at --target-psnr (the int8 bar's by
-default; 0 puts every layer in INT8); the plan and the layers kept in float go into the
-manifest.
+default; 0 puts every layer in INT8) on the sample jobs and --plan-seeds more latents;
+the plan and the layers kept in float go into the manifest.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from creps.calib.bars import PRECISION_BARS, describe_bars, psnr_key
-from creps.calib.int8 import RANGE_SEEDS
+from creps.calib.int8 import PLAN_SEEDS, RANGE_SEEDS
 from creps.cli import SEEDS, SIZE, command, entry_point
 from creps.errors import CrepsError
 from creps.extras import require
@@ -64,9 +64,12 @@ def parse_floats(text: str) -> list[float]:
 @click.option("--range-seeds", type=click.IntRange(min=0), default=RANGE_SEEDS, show_default=True,
               help="INT8: more latents the activation ranges are taken from (fewer: faster, ranges that new "
                    "latents exceed more often).")
+@click.option("--plan-seeds", type=click.IntRange(min=0), default=PLAN_SEEDS, show_default=True,
+              help="INT8: more latents the plan must hold the target on, besides the sample jobs (fewer: faster, "
+                   "plans that new latents miss more often).")
 @click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, force, report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, plan_seeds, force, report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
@@ -80,7 +83,7 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_
     from creps.calib.bundle import calibrate_bundle
 
     result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force,
-                              target_psnr=target_psnr, range_seeds=range_seeds)
+                              target_psnr=target_psnr, range_seeds=range_seeds, plan_seeds=plan_seeds)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]

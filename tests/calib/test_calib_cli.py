@@ -17,7 +17,9 @@ from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_man
 from in_process import in_process
 from tiny_models import random_generator
 
-SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13", "--range-seeds", "8"]  # seconds, not minutes
+# Seconds, not minutes. The plan on the jobs alone: with ranges from 8 latents the tiny model's
+# INT8 misses 45 dB on other latents at the first layer (tests/calib/test_int8.py checks --plan-seeds' curve).
+SMALL = ["--seeds", "0,1", "--sizes", "24x24,37x13", "--range-seeds", "8", "--plan-seeds", "0"]
 
 
 def calib(*args):
