@@ -22,6 +22,7 @@ import collections
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +30,6 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
-from creps.bench import cpu, timed  # noqa: E402
+from creps.bench import StageTimer, cpu, timed, uint8_error  # noqa: E402
 from creps.calib import int8, sensitivity  # noqa: E402
 from creps.calib.bundle import activation_form_models  # noqa: E402
 from creps.calib.samples import Job  # noqa: E402
@@ -98,30 +98,40 @@ def kernels(graphs: dict[str, onnx.ModelProto], folder: Path) -> dict:
     return out
 
 
-def uint8_error(reference: np.ndarray, test: np.ndarray) -> dict:
-    diff = test.astype(np.float64) - reference
-    mse = float(np.mean(diff**2))
-    return {"uint8_psnr_db": None if mse == 0 else round(10 * math.log10(255.0**2 / mse), 2),
-            "uint8_max_abs": int(np.max(np.abs(diff))), "pixels_changed": float(np.mean(np.any(diff != 0, axis=-1)))}
+def worst_of(errors: list[dict]) -> dict:
+    return {"uint8_psnr_db": min(e["uint8_psnr_db"] or math.inf for e in errors),
+            "uint8_max_abs": max(e["uint8_max_abs"] for e in errors),
+            "pixels_changed": max(e["pixels_changed"] for e in errors)}
 
 
-def measure_point(fp32: Runtime, view: Path, seeds, threads: int, repeats: int) -> dict:
+def timed_stages(runtime: Runtime, size) -> tuple[float, dict]:
+    runtime.backend.spans = {}
+    seconds = timed(lambda: runtime.generate(0, size))
+    return seconds, runtime.backend.seconds()
+
+
+def measure_point(fp32: Runtime, view: Path, seeds, calibration_seeds: set[int], threads: int, repeats: int) -> dict:
+    """Per size: worst error over seeds x PSIS (and over the held-out seeds alone), and the best of
+    `repeats` alternated runs of each runtime with its stage times."""
     rows = []
-    with Runtime(view, backend=OrtBackend(read_bundle(view), threads)) as quantized:
+    with Runtime(view, backend=StageTimer(OrtBackend(read_bundle(view), threads))) as quantized:
         quantized.generate(0, (64, 64))  # sessions and arenas warm
         for size in SIZES:
-            errors = [uint8_error(fp32.generate(seed, size, psi), quantized.generate(seed, size, psi))
+            errors = [{"seed": seed, "psi": psi,
+                       **uint8_error(fp32.generate(seed, size, psi)[0], quantized.generate(seed, size, psi)[0])}
                       for seed in seeds for psi in PSIS]
-            fp32_s, int8_s = [], []
+            held_out = [e for e in errors if e["seed"] not in calibration_seeds]
+            runs = {"fp32": [], "int8": []}
             for _ in range(repeats):  # alternated, so load changes hit both alike
-                fp32_s.append(timed(lambda: fp32.generate(0, size)))
-                int8_s.append(timed(lambda: quantized.generate(0, size)))
-            rows.append({"size": f"{size[0]}x{size[1]}",
-                         "uint8_psnr_db": min(e["uint8_psnr_db"] or math.inf for e in errors),
-                         "uint8_max_abs": max(e["uint8_max_abs"] for e in errors),
-                         "pixels_changed": max(e["pixels_changed"] for e in errors),
-                         "per_job": errors, "fp32_seconds": min(fp32_s), "int8_seconds": min(int8_s),
-                         "speedup": min(fp32_s) / min(int8_s)})
+                runs["fp32"].append(timed_stages(fp32, size))
+                runs["int8"].append(timed_stages(quantized, size))
+            best = {p: min(r, key=lambda run: run[0]) for p, r in runs.items()}
+            rows.append({"size": f"{size[0]}x{size[1]}", **worst_of(errors),
+                         "held_out": worst_of(held_out) if held_out else None, "per_job": errors,
+                         "fp32_seconds": best["fp32"][0], "int8_seconds": best["int8"][0],
+                         "fp32_stages": best["fp32"][1], "int8_stages": best["int8"][1],
+                         "all_seconds": {p: [round(t, 4) for t, _ in r] for p, r in runs.items()},
+                         "speedup": best["fp32"][0] / best["int8"][0], "load_average": os.getloadavg()})
     return {"sizes": rows}
 
 
@@ -132,19 +142,19 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int)
         bundle = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
         activation = activation_form_models(read_bundle(bundle), G)
         start = time.perf_counter()
-        found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe)
+        found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, int8.plan_jobs(jobs))
         search_seconds = time.perf_counter() - start
         points = {"every layer int8": len(found.order)}
         points.update({f"target {t:g} dB": found.longest(t) for t in targets})
         results = {}
-        with Runtime(bundle, backend=OrtBackend(read_bundle(bundle), threads)) as fp32:
+        with Runtime(bundle, backend=StageTimer(OrtBackend(read_bundle(bundle), threads))) as fp32:
             fp32.generate(0, (64, 64))
             for label, k in points.items():
                 graphs = found.graphs(k)
                 view = int8_view(bundle, graphs, Path(tmp) / f"int8-{k}")
                 results[label] = {"int8_layers": k, "float_layers": [f"{s}/{n}" for s, n in found.order[k:]],
                                   "kernels": kernels(graphs, view),
-                                  **measure_point(fp32, view, seeds, threads, repeats)}
+                                  **measure_point(fp32, view, seeds, {j.seed for j in jobs}, threads, repeats)}
                 log_point(name, label, results[label])
     return {"search_seconds": search_seconds, "options_tried": found.tried, "sensitivity": found.table,
             "curve": found.curve, "points": results}
@@ -153,7 +163,8 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int)
 def log_point(model_name: str, label: str, point: dict) -> None:
     for row in point["sizes"]:
         click.echo(f"{model_name:8s} {label:18s} {point['int8_layers']:3d} int8 layers {row['size']:>9s}: "
-                   f"uint8 PSNR {row['uint8_psnr_db']} dB, max abs {row['uint8_max_abs']}, "
+                   f"uint8 PSNR {row['uint8_psnr_db']} dB (held-out seeds "
+                   f"{row['held_out']['uint8_psnr_db'] if row['held_out'] else '-'}), max abs {row['uint8_max_abs']}, "
                    f"changed {100 * row['pixels_changed']:.1f}%, fp32 {row['fp32_seconds']:.3f} s, "
                    f"int8 {row['int8_seconds']:.3f} s, x{row['speedup']:.2f}")
     for stage, k in point["kernels"].items():

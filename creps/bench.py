@@ -12,7 +12,12 @@ the float32 GEMM ceiling of the backend's device, a large MatMul through ONNX Ru
 ceiling (a MatMul engine would need a build of its own). Also measured: tiling overhead
 (default tile and line chunk vs one tile and one chunk; not on TensorRT, whose profiles
 do not take the whole image as one tile) and the peak-RSS ratio of 8192x2048 to
-1024x256 (host memory; device memory is not measured). Issue 5's targets are judged on
+1024x256 (host memory; device memory is not measured). The precision column: at
+512x512 and 2048x512 the runtime runs each precision of the backend (`--precisions`;
+fp32 and int8 on ort-cpu, also fp16 on ort-cuda and TensorRT), alternating with fp32,
+after creps-calib made the bundle's fp16 / int8 graphs (kept below their bar too, so
+they are measured, not refused), each beside its error: uint8 PSNR, max abs and pixels
+changed of its PNG against the fp32 runtime's. Issue 5's targets are judged on
 the CPU run only. A backend that cannot run here stops the command before the export.
 Writes a table, JSON and a plot: runtime.json/.png for ort-cpu, runtime-BACKEND.json/.png
 otherwise, into ./creps-bench-out/ (or --out); only --record updates the committed record
@@ -52,6 +57,14 @@ BENCH_BACKENDS = ("ort-cpu", "ort-cuda", "tensorrt")
 ORT_DEVICES = {"ort-cpu": "cpu", "ort-cuda": "cuda"}
 NO_CEILING = "GEMM ceiling measured for ort-cpu and ort-cuda only (a TensorRT MatMul needs an engine build of its own)"
 NO_ONE_TILE = "not measured on tensorrt: the engines' profiles do not take the whole image as one tile and one chunk"
+PRECISION_SIZES = OVERHEAD_SIZES
+# --quick: every layer INT8 (kernels exercised whatever the tiny model's error), ranges from 8 latents
+QUICK_INT8 = {"target_psnr": None, "range_seeds": 8, "plan_seeds": 0}
+PRECISION_ROUNDS = 2  # runs of each precision per size, alternated (min taken), so load changes hit all alike
+BACKEND_PRECISIONS = {"ort-cpu": ("fp32", "int8"), "ort-cuda": ("fp32", "fp16", "int8"),
+                      "tensorrt": ("fp32", "fp16", "int8")}
+NOT_ON = {("ort-cpu", "fp16"): "ONNX Runtime on x86 has no fp16 kernels (fp16 graphs run slower than fp32 there): "
+                               "fp16 is a GPU precision, measured with --backend ort-cuda or tensorrt"}
 
 
 # ---- arithmetic (docs/model.md): multiply-adds per line slot and per pixel ----------------
@@ -168,7 +181,7 @@ class StageTimer(Backend):
     twice; the stages run one after another)."""
 
     def __init__(self, backend: Backend):
-        self.backend, self.name, self.spans = backend, backend.name, {}
+        self.backend, self.name, self.precision, self.spans = backend, backend.name, backend.precision, {}
 
     def _span(self, stage, start):
         first, _ = self.spans.get(stage, (start, 0.0))
@@ -207,7 +220,8 @@ def run_runtime(job: dict) -> dict:
     if job.get("one_call") and backend == "ort-cpu":
         # The whole image in one call uses every core inside that call (a fair untiled baseline).
         backend = OrtBackend(read_bundle(job["bundle"]), concurrent=False)
-    runtime = Runtime(job["bundle"], backend=backend, tile=job.get("tile"), line_chunk=job.get("line_chunk"))
+    runtime = Runtime(job["bundle"], backend=backend, tile=job.get("tile"), line_chunk=job.get("line_chunk"),
+                      precision=job.get("precision"))
     runtime.generate(0, (64, 64))  # sessions and arenas warm
     timer = runtime.backend = StageTimer(runtime.backend)
     best = None
@@ -217,9 +231,11 @@ def run_runtime(job: dict) -> dict:
             seconds = timed(lambda: runtime.save([Path(folder) / "bench.png"], 0, size))
             if best is None or seconds < best["seconds"]:
                 best = {"seconds": seconds, "stages": timer.seconds()}
+        if job.get("image"):  # the PNG as written, for the precision column's error
+            os.replace(Path(folder) / "bench.png", job["image"])
     plan = runtime.plan(size)
     return {**best, "peak_rss": peak_rss(), "tile": list(plan.tile), "tiles": len(plan.bands) * len(plan.columns),
-            "line_chunks": len(plan.line_chunks)}
+            "line_chunks": len(plan.line_chunks), "precision": runtime.precision}
 
 
 def run_torch(job: dict) -> dict:
@@ -263,15 +279,20 @@ def torch_fits(model: dict, width: int, height: int) -> bool:
 
 # ---- the run ------------------------------------------------------------------------------
 
-def export_model(config: dict, folder: Path) -> tuple[Path, dict]:
+def bench_generator(config: dict):
+    """The benchmark's model: `config` with PyTorch's random init from seed 0 (the same weights every call)."""
     import torch
 
-    from creps.export import export_bundle
     from creps.model import Generator, GeneratorConfig
 
     torch.manual_seed(0)
-    G = Generator(GeneratorConfig(**config)).eval()
-    bundle = export_bundle(G, folder / "bundle", verify=False)
+    return Generator(GeneratorConfig(**config)).eval()
+
+
+def export_model(config: dict, folder: Path) -> tuple[Path, dict]:
+    from creps.export import export_bundle
+
+    bundle = export_bundle(bench_generator(config), folder / "bundle", verify=False)
     return bundle, json.loads((bundle / "manifest.json").read_text())["model"]
 
 
@@ -279,11 +300,98 @@ def size_name(size) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def build_engines(bundle: Path, sizes) -> None:
-    """fp32 TensorRT engines whose profiles cover `sizes`, as `creps-export --trt --sizes` builds them."""
+def build_engines(bundle: Path, sizes, precision: str = "fp32") -> None:
+    """TensorRT engines of `precision` (its graphs already in the bundle) whose profiles cover
+    `sizes`, as `creps-export --trt --sizes` builds them."""
     from creps.export.trt import precision_and_engines
 
-    precision_and_engines(bundle, fp16=False, int8=False, trt=True, sizes=list(sizes), echo=log.info)
+    precision_and_engines(bundle, fp16=precision == "fp16", int8=precision == "int8", trt=True, sizes=list(sizes),
+                          echo=log.info)
+
+
+# ---- the precision column -----------------------------------------------------------------
+
+def precisions_of(backend: str, asked: str) -> tuple[list[str], dict[str, str]]:
+    """(the precisions to measure on `backend`, {precision: why not} for those it cannot run):
+    `asked` is "all" (the backend's) or a comma-separated list; fp32 always runs (the reference)."""
+    names = list(BACKEND_PRECISIONS["tensorrt"]) if asked == "all" else [p for p in asked.split(",") if p]
+    unknown = [p for p in names if p not in BACKEND_PRECISIONS["tensorrt"]]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} (choose from {', '.join(BACKEND_PRECISIONS['tensorrt'])} "
+                                 "or all)", param_hint="--precisions")
+    skipped = {p: NOT_ON[(backend, p)] for p in names if (backend, p) in NOT_ON}
+    return ["fp32"] + [p for p in BACKEND_PRECISIONS[backend] if p in names and p != "fp32"], skipped
+
+
+def add_precision_graphs(bundle: Path, config: dict, precisions: list[str], int8_options: dict) -> dict:
+    """creps-calib's fp16 / int8 graphs of the benchmark model in `bundle` (int8 with creps-calib's
+    defaults, or `int8_options` of calibrate_bundle); graphs below their bar are kept, so they
+    are measured. Returns the calibration's recorded error per precision."""
+    from creps.calib import calibrate_bundle
+
+    wanted = set(precisions) - {"fp32"}
+    if not wanted:
+        return {}
+    G = bench_generator(config) if "int8" in wanted else None  # INT8 re-exports the folded graphs from it
+    report = calibrate_bundle(bundle, "fp16" in wanted, "int8" in wanted, G, keep_below_bar=True, **int8_options)
+    return {p: report[p][key]["worst"] for p, key in (("fp16", "predicted_error"), ("int8", "measured_error"))
+            if p in report}
+
+
+def precision_bundles(bundle: Path, backend: str, precisions: list[str], folder: Path) -> dict[str, Path]:
+    """The bundle each precision runs from: the same one on ONNX Runtime (the runtime picks the
+    graphs); on TensorRT a copy per reduced precision with engines built in it."""
+    if backend != "tensorrt":
+        return {p: bundle for p in precisions}
+    import shutil
+
+    found = {"fp32": bundle}
+    for precision in precisions[1:]:
+        found[precision] = Path(shutil.copytree(bundle, folder / f"bundle-{precision}"))  # engines rebuilt
+        build_engines(found[precision], PRECISION_SIZES, precision)
+    return found
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+
+
+def uint8_error(reference: np.ndarray, test: np.ndarray) -> dict:
+    """Error of uint8 image `test` against `reference` ((H, W, 3)): PSNR (peak 255; None when
+    identical), max abs in levels, and the share of pixels with any channel changed."""
+    diff = test.astype(np.float64) - reference
+    mse = float(np.mean(diff**2))
+    return {"uint8_psnr_db": None if mse == 0 else round(10 * np.log10(255.0**2 / mse), 2),
+            "uint8_max_abs": int(np.max(np.abs(diff))), "pixels_changed": float(np.mean(np.any(diff != 0, axis=-1)))}
+
+
+def measure_precisions(bundles: dict[str, Path], backend: str, sizes, folder: Path, rounds: int = PRECISION_ROUNDS,
+                       repeats: int = 2) -> list[dict]:
+    """Per size, each precision's best time over `rounds` alternated runs (each a fresh process,
+    best of `repeats`), its speed-up over fp32 and its PNG's error against fp32's."""
+    rows = []
+    for size in sizes:
+        runs: dict[str, list] = {p: [] for p in bundles}
+        for _ in range(rounds):
+            for precision, bundle in bundles.items():
+                image = folder / f"{precision}-{size_name(size)}.png"
+                runs[precision].append(in_subprocess({
+                    "kind": "runtime", "bundle": str(bundle), "backend": backend, "size": list(size),
+                    "repeats": repeats, "image": str(image),
+                    "precision": precision if backend != "tensorrt" else None}))
+        reference = read_png(folder / f"fp32-{size_name(size)}.png")
+        fp32 = min(r["seconds"] for r in runs["fp32"])
+        for precision, results in runs.items():
+            best = min(results, key=lambda r: r["seconds"])
+            rows.append({"size": size_name(size), "precision": precision, "ran": best["precision"],
+                         "seconds": best["seconds"], "stages": best["stages"], "speedup": fp32 / best["seconds"],
+                         "load": [r["load_before"] for r in results],
+                         **uint8_error(reference, read_png(folder / f"{precision}-{size_name(size)}.png"))})
+        log.info("measured precisions at %s", size_name(size))
+    return rows
 
 
 def measure(bundle: Path, backend: str, model: dict, config: dict, sizes, threads: int, with_torch: bool) -> dict:
@@ -345,6 +453,16 @@ def table(report: dict) -> str:
                      f"vs one tile {o['one_tile_seconds']:.3f} s: {o['overhead']:+.1%}")
     if "tiling_overhead_skipped" in report:
         lines.append(f"tiling overhead {report['tiling_overhead_skipped']}")
+    if report.get("precision_rows"):
+        lines.append(f"precision column ({report['backend']}; error of each PNG against the fp32 runtime's):")
+        lines.append(f"{'precision':>9} {'size':>10} {'time s':>8} {'speedup':>8} {'uint8 PSNR':>10} {'max abs':>7} "
+                     f"{'changed':>8}")
+        for row in report["precision_rows"]:
+            psnr = "exact" if row["uint8_psnr_db"] is None else f"{row['uint8_psnr_db']:.2f}"
+            lines.append(f"{row['precision']:>9} {row['size']:>10} {row['seconds']:8.3f} {row['speedup']:7.2f}x "
+                         f"{psnr:>10} {row['uint8_max_abs']:7d} {row['pixels_changed']:8.1%}")
+    for precision, why in report.get("precisions_skipped", {}).items():
+        lines.append(f"{precision} not measured: {why}")
     lines.append(f"peak RSS (host) {report['rss_ratio']['large']} / {report['rss_ratio']['small']}: "
                  f"{report['rss_ratio']['ratio']:.2f}")
     for target in report.get("targets", []):
@@ -485,7 +603,10 @@ def save_json(path: Path, report: dict) -> None:
 @click.option("--quick", is_flag=True, help="A tiny config at small sizes: checks the script, measures nothing.")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time the project's PyTorch model (eager, on the CPU).")
-def cli(out, record, backend, quick, with_torch):
+@click.option("--precisions", default="all", show_default=True,
+              help="The precision column: fp32,fp16,int8 or all (those the backend runs: fp32 and int8 on ort-cpu, "
+                   "also fp16 on ort-cuda and tensorrt); fp32 alone skips the calibration (minutes).")
+def cli(out, record, backend, quick, with_torch, precisions):
     """Benchmark creps-run at the published 256 config (random weights): time, peak host RSS,
     GFLOP/s against the GEMM ceiling of the backend's device (ort-cpu and ort-cuda),
     line/pixel split, tiling overhead, PyTorch eager on the CPU. Issue 5's targets are
@@ -498,6 +619,7 @@ def cli(out, record, backend, quick, with_torch):
       creps-bench --record             # the same into the checkout's benchmarks/results/
       creps-bench --backend tensorrt   # on a GPU: builds engines, writes runtime-tensorrt.*
       creps-bench --quick --out /tmp/bench
+      creps-bench --precisions fp32     # no precision column (no calibration)
     """
     from creps.runtime.backends import available_cores
 
@@ -505,6 +627,7 @@ def cli(out, record, backend, quick, with_torch):
         raise click.UsageError("--quick measures nothing, so it never updates the committed record: drop --record")
     out = output_folder(out, record, CHECKOUT_RESULTS)
     threads = available_cores()
+    precisions, skipped = precisions_of(backend, precisions)
     device = backend_device(backend, threads)
     config = QUICK_CONFIG if quick else {}
     sizes = ((64, 64), (96, 32)) if quick else SIZES
@@ -512,9 +635,13 @@ def cli(out, record, backend, quick, with_torch):
     with tempfile.TemporaryDirectory() as folder:
         click.echo("exporting the benchmark model ...", err=True)
         bundle, model = export_model(config, Path(folder))
+        if len(precisions) > 1:
+            click.echo(f"creps-calib: {' and '.join(precisions[1:])} graphs ...", err=True)
+        calibrated = add_precision_graphs(bundle, config, precisions, QUICK_INT8 if quick else {})
         if backend == "tensorrt":
             click.echo("building TensorRT engines ...", err=True)
-            build_engines(bundle, dict.fromkeys(sizes + rss_sizes))
+            build_engines(bundle, dict.fromkeys(sizes + rss_sizes + PRECISION_SIZES))
+        bundles = precision_bundles(bundle, backend, precisions, Path(folder))
         run = Run()  # the measurements' load and length, not the export's
         gemm = dict(n=256, rows=1024) if quick else {}
         ceiling = gemm_ceiling(threads, backend=backend, **gemm) if backend in ORT_DEVICES else None
@@ -538,6 +665,9 @@ def cli(out, record, backend, quick, with_torch):
             report["tiling_overhead"], report["tiling_overhead_skipped"] = [], NO_ONE_TILE
         else:
             report["tiling_overhead"] = measure_overhead(bundle, backend, sizes[:1] if quick else OVERHEAD_SIZES)
+        report["precision_rows"] = measure_precisions(bundles, backend, sizes[:2] if quick else PRECISION_SIZES,
+                                                      Path(folder))
+        report["precisions_skipped"], report["calibration_error"] = skipped, calibrated
         report["gemm_ceiling_end_gflops"] = gemm_ceiling(threads, backend=backend, **gemm) if ceiling else None
         report.update(run.record())
     if not quick and backend == "ort-cpu":

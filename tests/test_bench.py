@@ -6,10 +6,13 @@ record names, the report's files and table per backend, and the TensorRT path on
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
 
+import click
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -122,6 +125,73 @@ def test_quick_ort_cpu_writes_the_scratch_folder_only(quick_bundle, monkeypatch,
     table = capsys.readouterr().out
     assert "backend ort-cpu on" in table and "ceiling" in table.splitlines()[2]
     assert "wrote creps-bench-out/runtime.json" in table
+    check_precision_column(report, table, bundle)
+
+
+def psnr_by_hand(a: np.ndarray, b: np.ndarray) -> float | None:
+    """20 log10(255) - 10 log10(MSE), the sums in Python integers."""
+    squares = sum(int(d) ** 2 for d in (a.astype(np.int64) - b).ravel())
+    return None if squares == 0 else 20 * math.log10(255) - 10 * math.log10(squares / a.size)
+
+
+def check_precision_column(report: dict, table: str, bundle: Path) -> None:
+    """fp32 and int8 rows at the quick sizes; int8's error is what two runtimes' images give, by hand."""
+    from creps.runtime import Runtime
+
+    rows = {(r["size"], r["precision"]): r for r in report["precision_rows"]}
+    assert sorted(rows) == [("64x64", "fp32"), ("64x64", "int8"), ("96x32", "fp32"), ("96x32", "int8")]
+    assert "ONNX Runtime on x86 has no fp16 kernels" in report["precisions_skipped"]["fp16"]
+    assert "fp16 not measured: ONNX Runtime on x86" in table and "precision column (ort-cpu" in table
+    with Runtime(bundle, backend="ort-cpu") as fp32, Runtime(bundle, backend="ort-cpu", precision="int8") as int8:
+        for size in ((64, 64), (96, 32)):
+            name = f"{size[0]}x{size[1]}"
+            reference, test = fp32.generate(0, size)[0], int8.generate(0, size)[0]  # (H, W, 3), seed 0 as timed
+            row = rows[(name, "int8")]
+            assert row["ran"] == "int8" and rows[(name, "fp32")]["ran"] == "fp32"
+            assert rows[(name, "fp32")]["uint8_psnr_db"] is None and rows[(name, "fp32")]["speedup"] == 1
+            assert row["uint8_psnr_db"] == pytest.approx(psnr_by_hand(reference, test), abs=0.006)
+            assert row["uint8_max_abs"] == int(np.abs(test.astype(int) - reference).max()) > 0
+            changed = sum(1 for y in range(size[1]) for x in range(size[0]) if (test[y, x] != reference[y, x]).any())
+            assert row["pixels_changed"] == pytest.approx(changed / (size[0] * size[1]))
+            assert row["seconds"] > 0 and row["speedup"] == pytest.approx(rows[(name, "fp32")]["seconds"]
+                                                                          / row["seconds"])
+            assert any(line.split()[:2] == ["int8", name] for line in table.splitlines() if line.strip())
+
+
+@pytest.mark.parametrize("shape", [(1, 13, 3), (7, 5, 3), (16, 9, 3)])
+def test_uint8_error_against_a_psnr_by_hand(shape):
+    rng = np.random.default_rng(sum(shape))
+    reference = rng.integers(0, 256, shape, dtype=np.uint8)
+    test = np.clip(reference.astype(int) + rng.integers(-3, 4, shape), 0, 255).astype(np.uint8)
+    error = bench.uint8_error(reference, test)
+    assert error["uint8_psnr_db"] == pytest.approx(psnr_by_hand(reference, test), abs=0.005)
+    assert error["uint8_max_abs"] == np.abs(test.astype(int) - reference).max()
+    one = reference.copy()
+    one[0, -1, 1] = reference[0, -1, 1] ^ 16  # one channel of one pixel, 16 levels off
+    error = bench.uint8_error(reference, one)
+    pixels = shape[0] * shape[1]
+    assert error["uint8_psnr_db"] == pytest.approx(10 * math.log10(255**2 * pixels * 3 / 16**2), abs=0.005)
+    assert error["uint8_max_abs"] == 16 and error["pixels_changed"] == pytest.approx(1 / pixels)
+    assert bench.uint8_error(reference, reference.copy()) == {"uint8_psnr_db": None, "uint8_max_abs": 0,
+                                                              "pixels_changed": 0.0}
+
+
+def test_precisions_per_backend():
+    assert bench.precisions_of("ort-cpu", "all") == (["fp32", "int8"], {"fp16": bench.NOT_ON[("ort-cpu", "fp16")]})
+    assert bench.precisions_of("ort-cpu", "int8") == (["fp32", "int8"], {})  # fp32: the reference, always
+    assert bench.precisions_of("ort-cuda", "all") == (["fp32", "fp16", "int8"], {})
+    assert bench.precisions_of("tensorrt", "fp16,fp32") == (["fp32", "fp16"], {})
+    assert bench.precisions_of("ort-cpu", "fp32") == (["fp32"], {})
+    with pytest.raises(click.BadParameter, match="bf16"):
+        bench.precisions_of("ort-cpu", "int8,bf16")
+
+
+def test_an_unknown_precision_is_one_line_before_export(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "export_model", no_export)
+    assert run_bench(monkeypatch, "--quick", "--precisions", "int4", "--out", str(tmp_path / "out")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--precisions" in err[0] and "int4" in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -203,7 +273,7 @@ def test_device_report_has_no_cpu_ceiling_and_its_own_files(tmp_path):
 class Streamer:
     """A backend whose run_stream is its own (as TensorRT's pipelining is): it tags its outputs."""
 
-    name = "streamer"
+    name, precision = "streamer", "fp32"
     closed = False
 
     def run(self, stage, feeds):
