@@ -36,6 +36,7 @@ import contextlib
 import ctypes
 import hashlib
 import logging
+import queue
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -205,11 +206,33 @@ class _Slot:
         self.shapes: dict[str, tuple[int, ...]] = {}  # output shapes of the call in flight
 
 
+class _Lane:
+    """One execution context of an engine with its own CUDA stream and SLOTS buffer slots: what
+    one call (or one run_stream) holds while it runs. Lanes of one engine run concurrently."""
+
+    def __init__(self, engine, path, stack: contextlib.ExitStack):
+        stack.callback(self._release)
+        self.context = engine.create_execution_context()
+        if self.context is None:  # TensorRT returns None when it cannot (out of GPU memory)
+            raise BackendUnavailable(f"tensorrt: cannot create an execution context for {path} "
+                                     "(see the TensorRT log above)")
+        self.stream, self.slots = None, []
+
+    def allocate(self, cudart, sizes: dict[str, int], stack: contextlib.ExitStack) -> None:
+        self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
+        stack.callback(lambda: cuda_call(cudart, cudart.cudaStreamDestroy(self.stream)))
+        self.slots = [_Slot(cudart, sizes, stack) for _ in range(SLOTS)]
+
+    def _release(self) -> None:
+        self.context = None  # before the engine it was made from (TensorRT's order)
+
+
 class _StageEngine:
-    """One deserialized engine, its context, its IO and its buffer slots (released through `stack`)."""
+    """One deserialized engine, its IO and `contexts` lanes (released through `stack`), and
+    the queue of the lanes not in use."""
 
     def __init__(self, trt, cudart, runtime, bundle: Bundle, stage: str, entry: dict, host_code: bool,
-                 stack: contextlib.ExitStack):
+                 contexts: int, stack: contextlib.ExitStack):
         self.trt, self.cudart, self.stage = trt, cudart, stage
         path = bundle.file(entry)
         data = path.read_bytes()  # hashed and deserialized from the same bytes: nothing can swap the file between
@@ -222,10 +245,8 @@ class _StageEngine:
             raise BackendUnavailable(f"tensorrt: {path} does not deserialize here (see the TensorRT log above); "
                                      + REBUILD.format(path=bundle.path))
         stack.callback(self._release)
-        self.context = self.engine.create_execution_context()
-        if self.context is None:  # TensorRT returns None when it cannot (out of GPU memory)
-            raise BackendUnavailable(f"tensorrt: cannot create an execution context for {path} "
-                                     "(see the TensorRT log above)")
+        self.lanes = [_Lane(self.engine, path, stack) for _ in range(contexts)]
+        context = self.lanes[0].context
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -236,18 +257,33 @@ class _StageEngine:
                                          + REBUILD.format(path=bundle.path))
         self.ranges = {n: self._profile(n) for n in self.inputs}
         for name in self.inputs:  # the largest call, to size the output buffers
-            if not self.context.set_input_shape(name, self.ranges[name][2]):
+            if not context.set_input_shape(name, self.ranges[name][2]):
                 raise BackendUnavailable(f"tensorrt: {path} refuses its own profile maximum {self.ranges[name][2]} "
                                          f"for {name} (see the TensorRT log above); " + REBUILD.format(path=bundle.path))
         max_shapes = {n: tuple(self.ranges[n][2]) for n in self.inputs}
-        max_shapes |= {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
+        max_shapes |= {n: tuple(context.get_tensor_shape(n)) for n in self.outputs}
+        del context  # only the lanes hold contexts: their release drops them
         sizes = {n: 4 * int(np.prod(s)) for n, s in max_shapes.items()}
-        self.slots = [_Slot(cudart, sizes, stack) for _ in range(SLOTS)]
+        for lane in self.lanes:
+            lane.allocate(cudart, sizes, stack)
+        self.buffer_bytes = SLOTS * sum(sizes.values())  # per lane, on the device and pinned on the host
+        self.context_bytes = int(self.engine.device_memory_size_v2)  # TensorRT's activation memory per context
+        self.free: queue.Queue[_Lane] = queue.Queue()
+        for lane in self.lanes:
+            self.free.put(lane)
 
     def _release(self) -> None:
-        """Drop the context before the engine it was made from (TensorRT's order)."""
-        self.context = None
-        self.engine = None
+        self.engine = None  # after every lane's context (pushed later on the stack, released first)
+
+    @contextlib.contextmanager
+    def lane(self) -> Iterator[_Lane]:
+        """A lane not in use, for the duration of the block (blocks while every lane is busy);
+        given back also when the block raises."""
+        lane = self.free.get()
+        try:
+            yield lane
+        finally:
+            self.free.put(lane)
 
     def _profile(self, name: str) -> list[tuple[int, ...]]:
         """(min, opt, max) shapes of an input in profile 0; a static input (psi) is its shape."""
@@ -260,12 +296,13 @@ class _StageEngine:
         low, _, high = self.ranges[name]
         return list(zip(low, high))
 
-    def submit(self, slot: _Slot, feeds: dict[str, np.ndarray], stream) -> None:
-        """Stage inputs into the slot's pinned buffers and enqueue upload, execute, download."""
+    def submit(self, lane: _Lane, slot: _Slot, feeds: dict[str, np.ndarray]) -> None:
+        """Stage inputs into the slot's pinned buffers and enqueue upload, execute, download on the lane."""
+        context, stream = lane.context, lane.stream
         cudart, h2d, d2h = self.cudart, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, \
             self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:  # shapes first: a call outside the profile must not touch the buffers
-            if not self.context.set_input_shape(name, feeds[name].shape):
+            if not context.set_input_shape(name, feeds[name].shape):
                 raise CrepsError(f"tensorrt: {self.stage} input {name} shape {feeds[name].shape} is outside the "
                                  f"engine's profile {self.ranges[name]}")
         for name in self.inputs:
@@ -273,12 +310,12 @@ class _StageEngine:
             np.copyto(slot.host[name][:value.size].reshape(value.shape), value, casting="same_kind")
             cuda_call(cudart, cudart.cudaMemcpyAsync(slot.device[name], slot.host_ptr[name], 4 * value.size,
                                                      h2d, stream))
-        slot.shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.outputs}
+        slot.shapes = {n: tuple(context.get_tensor_shape(n)) for n in self.outputs}
         for name in self.inputs + self.outputs:
-            if not self.context.set_tensor_address(name, int(slot.device[name])):
+            if not context.set_tensor_address(name, int(slot.device[name])):
                 raise CrepsError(f"tensorrt: the {self.stage} engine refuses the address of {name} "
                                  "(see the TensorRT log)")
-        if not self.context.execute_async_v3(stream):
+        if not context.execute_async_v3(stream):
             raise CrepsError(f"tensorrt: executing the {self.stage} engine failed (see the TensorRT log)")
         for name in self.outputs:
             size = 4 * int(np.prod(slot.shapes[name]))
@@ -301,7 +338,11 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle, allow_engine_host_code: bool = False, precision: str = "auto"):
+    def __init__(self, bundle: Bundle, allow_engine_host_code: bool = False, precision: str = "auto",
+                 contexts: int = 1):
+        if contexts < 1:
+            raise CrepsError(f"tensorrt: {contexts} execution contexts per engine (at least 1)")
+        self.contexts = contexts
         trt, cudart = load_tensorrt(), load_cudart()
         device = current_device(cudart)
         entries = {stage: engine_for(bundle, stage) for stage in RUN_STAGES}
@@ -317,46 +358,69 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         self._resources: contextlib.ExitStack | None = None
         with contextlib.ExitStack() as stack:  # on any failure below, frees what was made, in reverse
-            self.stream = cuda_call(cudart, cudart.cudaStreamCreate())
-            stack.callback(lambda: cuda_call(cudart, cudart.cudaStreamDestroy(self.stream)))
             self.engines = {}
             for stage, entry in entries.items():
                 host_code = bool(entry.get("version_compatible")) and allow_engine_host_code
-                self.engines[stage] = _StageEngine(trt, cudart, self.runtime, bundle, stage, entry, host_code, stack)
+                self.engines[stage] = _StageEngine(trt, cudart, self.runtime, bundle, stage, entry, host_code,
+                                                   contexts, stack)
             self._resources = stack.pop_all()
         log.info("tensorrt %s on %s (%s)", trt.__version__, device.name, device.compute_capability)
+        buffers = sum(e.buffer_bytes for e in self.engines.values())
+        activations = sum(e.context_bytes for e in self.engines.values())
+        log.info("tensorrt: %d execution context(s) per engine, each with its own stream and buffers: "
+                 "%.1f MiB of device memory per context (%.1f MiB buffers, %.1f MiB TensorRT activations) "
+                 "and %.1f MiB pinned host memory; %.1f MiB of device memory in all", contexts,
+                 (buffers + activations) / 2**20, buffers / 2**20, activations / 2**20, buffers / 2**20,
+                 contexts * (buffers + activations) / 2**20)
 
     @property
     def precision(self) -> str:  # what the engines were built in
         return self._precision
 
-    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return next(iter(self.run_stream(stage, [feeds])))
-
-    def run_stream(self, stage: str, calls: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
-        """Outputs of `calls` in order, double-buffered (see the module docstring)."""
+    def _engine(self, stage: str) -> _StageEngine:
         if self._resources is None:
             raise CrepsError("tensorrt: the backend is closed")
-        engine = self.engines[stage]
+        return self.engines[stage]
+
+    def run(self, stage: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call on a free lane (thread-safe; waits while all `contexts` are busy). The
+        outputs are copies: the lane is given back, to any thread, when this returns."""
+        engine = self._engine(stage)
+        with engine.lane() as lane:
+            engine.submit(lane, lane.slots[0], feeds)
+            return {n: v.copy() for n, v in engine.collect(lane.slots[0]).items()}
+
+    def run_stream(self, stage: str, calls: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        """Outputs of `calls` in order, double-buffered on one lane held until the stream ends
+        or is closed (see the module docstring); each output is a view valid until the next."""
+        engine = self._engine(stage)
         calls = list(calls) if not isinstance(calls, list) else calls
-        for step, i in pipeline_order(len(calls)):
-            slot = engine.slots[i % SLOTS]
-            if step == "submit":
-                engine.submit(slot, calls[i], self.stream)
-            else:
-                yield engine.collect(slot)
+        with engine.lane() as lane:
+            for step, i in pipeline_order(len(calls)):
+                slot = lane.slots[i % SLOTS]
+                if step == "submit":
+                    engine.submit(lane, slot, calls[i])
+                else:
+                    yield engine.collect(slot)
+                self._engine(stage)  # a stream resumed after close stops here
 
     def shape_range(self, stage: str, input: str) -> list[tuple[int, int]] | None:
         return self.engines[stage].shape_range(input)
 
     def parallel(self, stage: str) -> int:
-        return 1  # one context and one stream per engine: overlap comes from run_stream
+        return self.contexts  # one lane per concurrent call; with 1, overlap comes from run_stream
 
     def close(self) -> None:
-        """Wait for the work still queued on the stream (an abandoned run_stream), then free
-        every buffer, event, context, engine and the stream; a second call does nothing."""
+        """Wait for the work still queued on every lane's stream (an abandoned run_stream), then
+        free every buffer, event, stream, context and engine in reverse order; a second call
+        does nothing. Calls made after it raise "backend is closed". It does not wait for calls
+        in flight on other threads (a run_stream abandoned but still referenced holds its lane
+        forever): the caller stops its calls first, as creps-serve does before it closes;
+        closing under a call in flight frees memory that call is using."""
         resources, self._resources = self._resources, None
         if resources is None:
             return
-        with resources:  # frees even when the synchronization reports an error
-            cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
+        for engine in self.engines.values():  # run first (last in), each even if another raises
+            for lane in engine.lanes:
+                resources.callback(lambda s=lane.stream: cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(s)))
+        resources.close()

@@ -63,6 +63,7 @@ import itertools
 import hashlib
 import json
 import operator
+import threading
 import types
 import weakref
 from collections import deque
@@ -170,6 +171,9 @@ class FakeGpu:
         # Tensors the builder gives another dtype, by name ("HALF"), as for a graph with FP16 IO.
         self.io_dtypes: dict[str, str] = {}
         self.serials = itertools.count(1)
+        # One lock around the simulator's state (every cudart call, every enqueue): contexts on
+        # different streams are independent on a real GPU; here their work runs one call at a time.
+        self.lock = threading.RLock()
         self.cudart = _cudart(self)
         self.tensorrt = tensorrt_module(tensorrt_version, self)
 
@@ -237,7 +241,8 @@ class FakeGpu:
         return queue
 
     def enqueue(self, stream, op: Op):
-        self.stream_queue(stream).append(op)
+        with self.lock:
+            self.stream_queue(stream).append(op)
 
     def run_until(self, queue: deque, last: Op | None = None):
         """Run queued work in order, up to and including `last` (everything when None)."""
@@ -269,6 +274,10 @@ def _cudart(gpu: FakeGpu) -> types.SimpleNamespace:
 
     def call(fn):
         def wrapper(*args):
+            with gpu.lock:
+                return locked(*args)
+
+        def locked(*args):
             gpu.calls.append(fn.__name__)
             if gpu.sticky is not None and fn.__name__ != "cudaGetErrorString":
                 return (gpu.sticky,) if fn.__name__ in NO_VALUE else (gpu.sticky, None)
@@ -485,6 +494,7 @@ ORT_TYPES = {"tensor(float)": ("FLOAT", np.float32), "tensor(float16)": ("HALF",
              "tensor(int8)": ("INT8", np.int8), "tensor(int32)": ("INT32", np.int32),
              "tensor(int64)": ("INT64", np.int64), "tensor(bool)": ("BOOL", np.bool_),
              "tensor(uint8)": ("UINT8", np.uint8)}
+CONTEXT_MEMORY = 1 << 20  # ICudaEngine.device_memory_size_v2: an execution context's activation memory
 PLAN_MAGIC, CACHE_MAGIC = b"FAKEPLAN", b"FAKETCACHE"
 _SESSIONS: dict[str, ort.InferenceSession] = {}
 _OUTPUT_SHAPES: dict[tuple, dict] = {}
@@ -821,6 +831,10 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
         @property
         def num_io_tensors(self):
             return len(self.names)
+
+        @property
+        def device_memory_size_v2(self):
+            return CONTEXT_MEMORY  # not modelled in size: a fixed figure
 
         @property
         def num_optimization_profiles(self):

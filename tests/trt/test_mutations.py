@@ -65,7 +65,7 @@ MUTATIONS = {
     "submit records no event (nothing to wait for)": (
         RUNTIME, "cuda_call(cudart, cudart.cudaEventRecord(slot.event, stream))", "None", images, {}),
     "close frees without waiting for the stream": (
-        RUNTIME, "cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))", "None",
+        RUNTIME, "cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(s))", "None",
         close_after_abandoned_stream, {}),
     "a slot reused before its download finished": (
         RUNTIME, """        if i >= slots:
@@ -77,18 +77,18 @@ MUTATIONS = {
         RUNTIME, "        return self.engines[stage].shape_range(input)", "        return None",
         images_default_tiles, {"tile": (8, 8), "sizes": [(24, 24)]}),
     "set_input_shape's False not checked (a tile outside the profile runs)": (
-        RUNTIME, "if not self.context.set_input_shape(name, feeds[name].shape):",
-        "if not (self.context.set_input_shape(name, feeds[name].shape) or True):", out_of_profile, {}),
+        RUNTIME, "if not context.set_input_shape(name, feeds[name].shape):",
+        "if not (context.set_input_shape(name, feeds[name].shape) or True):", out_of_profile, {}),
     "no set_input_shape per call": (
-        RUNTIME, "if not self.context.set_input_shape(name, feeds[name].shape):", "if False:", images, {}),
+        RUNTIME, "if not context.set_input_shape(name, feeds[name].shape):", "if False:", images, {}),
     "pinned buffers of the wrong dtype (float16)": (
         RUNTIME, "ctypes.POINTER(ctypes.c_float)),\n" + " " * 46 + "shape=(sizes[n] // 4,))",
         "ctypes.POINTER(ctypes.c_uint16)),\n" + " " * 46 + "shape=(sizes[n] // 4,)).view(np.float16)", images, {}),
     "an engine's FP16 output read as float32 (dtype check dropped)": (
         RUNTIME, "if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:", "if False:", fp16_engine, None),
     "execute_async_v3's False not checked": (
-        RUNTIME, "if not self.context.execute_async_v3(stream):",
-        "if not (self.context.execute_async_v3(stream) or True):", unchecked_execute, {}),
+        RUNTIME, "if not context.execute_async_v3(stream):",
+        "if not (context.execute_async_v3(stream) or True):", unchecked_execute, {}),
     "set_timing_cache's False not checked": (
         EXPORT, "if not config.set_timing_cache(cache, False):",
         "if not (config.set_timing_cache(cache, False) or True):", foreign_cache, None),
