@@ -13,6 +13,7 @@ import pytest
 from test_backend_with_fakes import (add_engines, check_failed_enqueue_raises, check_images,
                                      check_non_float32_engine_refused, check_out_of_profile_refused)
 from test_builder_with_fakes import check_build, check_foreign_timing_cache_refused
+from test_lanes import check_concurrent_calls, check_lane_given_back_after_an_error
 
 from creps.runtime.bundle import read_bundle
 
@@ -48,6 +49,14 @@ def fp16_engine(gpu, bundle, tmp_path):
 
 def unchecked_execute(gpu, bundle, tmp_path):
     check_failed_enqueue_raises(gpu, bundle, "execute_async_v3")
+
+
+def concurrent_calls(gpu, bundle, tmp_path):
+    check_concurrent_calls(gpu, bundle, contexts=2, threads=4)
+
+
+def lane_after_error(gpu, bundle, tmp_path):
+    check_lane_given_back_after_an_error(gpu, bundle)
 
 
 def build(gpu, bundle, tmp_path):
@@ -89,6 +98,14 @@ MUTATIONS = {
     "execute_async_v3's False not checked": (
         RUNTIME, "if not context.execute_async_v3(stream):",
         "if not (context.execute_async_v3(stream) or True):", unchecked_execute, {}),
+    "two threads share one lane": (
+        RUNTIME, "lane = self.free.get()", "lane = self.free.get() and self.lanes[0]", concurrent_calls, {}),
+    "a lane not given back after an error": (
+        RUNTIME, """        try:
+            yield lane
+        finally:
+            self.free.put(lane)""", """        yield lane
+        self.free.put(lane)""", lane_after_error, {}),
     "set_timing_cache's False not checked": (
         EXPORT, "if not config.set_timing_cache(cache, False):",
         "if not (config.set_timing_cache(cache, False) or True):", foreign_cache, None),
