@@ -1,13 +1,14 @@
-"""The TensorRT backend: one engine and one execution context per stage, one CUDA stream.
+"""The TensorRT backend: one engine per stage, `contexts` lanes per engine.
 
 Life cycle (the `Backend` seam of `creps.runtime.backends`): check each engine's manifest
 entry against this machine (TensorRT version, GPU, host code) and refuse a mismatch with
 the command that rebuilds it; read each engine file once, check those bytes against the
-manifest's sha256 and deserialize them (`Runtime.deserialize_cuda_engine`); create one
-execution context per engine; allocate two slots of device buffers and page-locked host
-buffers per engine, sized from the engine's optimization profile maxima; run calls with
-`set_input_shape`, `set_tensor_address` and `execute_async_v3` on the one stream; `close`
-waits for the stream, then frees everything in reverse order. Every resource is
+manifest's sha256 and deserialize them (`Runtime.deserialize_cuda_engine`); per engine make
+`contexts` lanes, each its own execution context, CUDA stream and two slots of device buffers
+and page-locked host buffers sized from the engine's optimization profile maxima (so N lanes
+take N times the buffers and TensorRT's activation memory; logged at info); run calls with
+`set_input_shape`, `set_tensor_address` and `execute_async_v3` on a lane's stream; `close`
+waits for every lane's stream, then frees everything in reverse order. Every resource is
 registered on one `ExitStack` as it is made, so a failure part-way (a later engine that
 does not deserialize, an allocation that fails) frees all that was made before it.
 
@@ -17,13 +18,16 @@ code that runs in this process, and TensorRT deserializes it only with
 opt-in (`creps-run --allow-engine-host-code`, `Runtime(..., allow_engine_host_code=True)`)
 and only for bytes whose sha256 matches the manifest.
 
-Overlap: `run` is the synchronous seam call. `run_stream` takes an iterable of calls and
-double-buffers them over the two slots: call i+1 is staged into the other slot's pinned
+Concurrency: `run` takes a free lane of its stage (waiting while all are busy), gives it back
+when done, also on error, and returns copies; so `parallel` is `contexts` calls from as many
+threads. Overlap: `run_stream` takes an iterable of calls, holds one lane and
+double-buffers them over its two slots: call i+1 is staged into the other slot's pinned
 buffers and enqueued (upload, execute, download) while the GPU still works on call i, and
 call i's output is handed out when its event completes. On one stream the device-side
-copies and kernels of different calls run in order; what overlaps is the host work
+copies and kernels of one lane's calls run in order; what overlaps is the host work
 (copying a tile into pinned memory, the caller writing the previous tile out) with the
-GPU work. The runtime sends every line chunk and pixel tile through `run_stream`.
+GPU work. With one context the runtime sends every line chunk and pixel tile through
+`run_stream`; with more it makes `contexts` `run` calls at once (lanes on separate streams).
 
 CUDA comes from cuda-python (`cuda.bindings.runtime`, or `cuda.cudart` before 12.6); every
 call's error code is checked in `cuda_call`. Nothing here imports TensorRT or CUDA until
