@@ -187,34 +187,35 @@ class OrtBackend(Backend):
         return 1 if stage == "mapping" else self.workers
 
 
-def tensorrt_backend(bundle: Bundle, allow_engine_host_code: bool, precision: str):
+def tensorrt_backend(bundle: Bundle, allow_engine_host_code: bool, precision: str, contexts: int = 1):
     try:
         trt = importlib.import_module("creps.runtime.trt")
     except ImportError as exc:
         raise BackendUnavailable(f"tensorrt: the TensorRT backend cannot be loaded ({exc})") from None
-    return trt.TensorRTBackend(bundle, allow_engine_host_code, precision)
+    return trt.TensorRTBackend(bundle, allow_engine_host_code, precision, contexts)
 
 
 def open_backend(bundle: Bundle, name: str = "auto", threads: int | None = None,
-                 allow_engine_host_code: bool = False, precision: str | None = None) -> Backend:
+                 allow_engine_host_code: bool = False, precision: str | None = None, contexts: int = 1) -> Backend:
     """The backend called `name` running `precision` (creps.runtime.precision; None: as
     exported, the fp32 graphs on ONNX Runtime and the engines' own on TensorRT); `auto` =
     TensorRT if the bundle has engines of that precision that run here, else ONNX Runtime
     CUDA if available, else ONNX Runtime CPU (logged, with why). `allow_engine_host_code`:
     let TensorRT run version-compatible engines, which carry executable host code
-    (creps.runtime.trt)."""
+    (creps.runtime.trt). `contexts`: TensorRT execution contexts per engine, so that many
+    calls run at once (ONNX Runtime's sessions are thread-safe and need none)."""
     if name == "ort-cpu":
         return OrtBackend(bundle, threads, "cpu", precision=precision or "fp32")
     if name == "ort-cuda":
         return OrtBackend(bundle, threads, "cuda", precision=precision or "fp32")
     if name == "tensorrt":
-        return tensorrt_backend(bundle, allow_engine_host_code, precision or "auto")
+        return tensorrt_backend(bundle, allow_engine_host_code, precision or "auto", contexts)
     if name != "auto":
         raise CrepsError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     passed = [] if bundle.engines else ["the bundle has no TensorRT engines"]  # why each better one was not taken
     for candidate in (["tensorrt"] if bundle.engines else []) + ["ort-cuda"]:
         try:
-            backend = open_backend(bundle, candidate, threads, allow_engine_host_code, precision)
+            backend = open_backend(bundle, candidate, threads, allow_engine_host_code, precision, contexts)
         except BackendUnavailable as exc:
             if candidate == "tensorrt":  # engines that do not run here deserve a warning; no CUDA is normal
                 log.warning("auto backend: %s; falling back", exc)

@@ -141,7 +141,8 @@ class Runtime:
     (creps.runtime.precision: auto takes the backend's fastest whose recorded error meets
     the bundle's bar), default as exported (fp32 graphs on ONNX Runtime, the engines' own
     precision on TensorRT); a precision the bundle lacks is refused with the command that
-    makes it.
+    makes it. `contexts`: TensorRT execution contexts per engine (calls run at once, as
+    many; each takes its own activation memory); ONNX Runtime ignores it.
 
     A context manager: `close()` (or leaving `with Runtime(...) as runtime:`) closes a
     backend it opened by name; a `Backend` object passed in stays the caller's to close.
@@ -149,13 +150,14 @@ class Runtime:
 
     def __init__(self, bundle_dir: str | os.PathLike | None = None, backend: str | Backend = "auto",
                  tile: tuple[int, int] | None = None, max_memory: int | None = None, threads: int | None = None,
-                 line_chunk: int | None = None, allow_engine_host_code: bool = False, precision: str | None = None):
+                 line_chunk: int | None = None, allow_engine_host_code: bool = False, precision: str | None = None,
+                 contexts: int = 1):
         if not isinstance(backend, (str, Backend)):
             raise CrepsError(f"backend {backend!r} is neither a backend name nor a creps.runtime.backends.Backend")
         self.bundle: Bundle = read_bundle(default_bundle() if bundle_dir is None else bundle_dir)
         self.model = self.bundle.model
         self.owns_backend = isinstance(backend, str)
-        self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code, precision)
+        self.backend: Backend = (open_backend(self.bundle, backend, threads, allow_engine_host_code, precision, contexts)
                                  if self.owns_backend else backend)
         self.limits = limits_of(self.backend)
         self.tile = tile

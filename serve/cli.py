@@ -24,15 +24,16 @@ DEFAULT_QUEUE = 64  # a screenful of 256-pixel tiles on a large display, waiting
 
 def pool_size(backend: Backend, workers: int | None) -> int:
     """Tiles rendered at once: by default what the backend runs at once (`parallel`: one per
-    core on ONNX Runtime's CPU provider, whose sessions are thread-safe; 1 on GPU backends).
-    A backend that runs one call at a time (TensorRT here: one execution context and stream
-    per engine) is not thread-safe, so more workers are refused rather than raced."""
+    core on ONNX Runtime's CPU provider, whose sessions are thread-safe; on TensorRT the
+    execution contexts it was opened with, one per worker; 1 on ONNX Runtime CUDA). A
+    backend that runs one call at a time is not thread-safe, so more workers are refused
+    rather than raced."""
     parallel = backend.parallel("pixels")
     if workers is None:
         return parallel
     if workers > 1 and parallel == 1:
         raise CrepsError(f"--workers {workers}: the {backend.name} backend runs one call at a time "
-                         "(one execution context per engine); use --workers 1")
+                         "; use --workers 1")
     return workers
 
 
@@ -98,7 +99,8 @@ def cli(bundle, host, port, backend, precision, workers, queue, cache_memory, vi
     with contextlib.ExitStack() as stack:
         sock = stack.enter_context(listening(host, port))
         runtime = stack.enter_context(Runtime(bundle, backend=backend, threads=threads, precision=precision,
-                                              allow_engine_host_code=allow_engine_host_code))
+                                              allow_engine_host_code=allow_engine_host_code,
+                                              contexts=workers or 1))
         renderer = TileRenderer(runtime, Canvas.of(runtime.model, views, detail), cache_memory)
         workers = pool_size(runtime.backend, workers)
         app = make_app(renderer, workers, queue)

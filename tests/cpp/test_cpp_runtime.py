@@ -161,7 +161,7 @@ BAD = [
     ["--seeds", "0,1", "--out", "FILE"], ["NO-OUT"],
     ["--bundle", "NOWHERE"], ["--bundle", "corrupt"], ["--bundle", "hash"], ["--bundle", "future"],
     ["--bundle", "missing-file"],
-    ["--seed", "3"], ["--bundel", "x"], ["--zzz"], ["extra"], ["--seeds", "1", "--size"],  # command-line misuse
+    ["--seed", "3"], ["--bundle-dir", "x"], ["--qqq"], ["extra"], ["--seeds", "1", "--size"],  # command-line misuse
 ]
 
 
