@@ -135,7 +135,7 @@ def test_backend_ranges_are_kept(tiny_bundle, runtime, monkeypatch):
     }
     backend = None
 
-    def ranged(bundle, name, threads, allow_engine_host_code, precision):
+    def ranged(bundle, name, threads, allow_engine_host_code, precision, contexts=1):
         nonlocal backend
         backend = RangedBackend(bundle, ranges)
         return backend
