@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import re
 import signal
 import sys
 import threading
@@ -79,8 +80,17 @@ def command(**settings):
     return decorate
 
 
+def parse_memory(text: str) -> int:
+    """'512M', '2G', '1.5G', '65536' -> bytes (K/M/G/T are powers of 1024). Raises ValueError."""
+    match = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    value = float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " ") if match else 0
+    if value < 1:
+        raise ValueError(f"memory {text!r} is not a positive size like 512M or 2G")
+    return int(value)
+
+
 class ParsedType(click.ParamType):
-    """A click type backed by one of creps.grid's parsers (ValueError -> click's usage error)."""
+    """A click type backed by a parser of creps.grid or this module (ValueError -> click's usage error)."""
 
     def __init__(self, name: str, parse, parsed: type):
         self.name = name
@@ -99,6 +109,7 @@ class ParsedType(click.ParamType):
 SIZE = ParsedType("WxH", grid.parse_size, tuple)
 SEEDS = ParsedType("SEEDS", grid.parse_seeds, list)
 WINDOW = ParsedType("x0,y0,x1,y1", grid.parse_window, tuple)
+MEMORY = ParsedType("BYTES", parse_memory, int)
 FIT = click.Choice(grid.FITS)
 
 

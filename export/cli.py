@@ -11,11 +11,10 @@ from pathlib import Path
 
 import click
 
-from creps.cli import SIZE, command, entry_point
+from creps.cli import MEMORY, SIZE, command, entry_point
 from creps.export.signature import MIN_OPSET
 from creps.export.trt import HARDWARE_LEVELS
 from creps.extras import require
-from creps.runtime.cli import memory_option
 
 
 def parse_sizes(ctx, param, value):
@@ -52,9 +51,9 @@ def load_checkpoint(network: Path | None, purpose: str):
                    "(default: the model's training resolution only).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Largest batch of the engines.")
 @click.option("--tile", type=SIZE, help="Pixel tile WxH for the profiles (default 512x512, shrunk to --max-memory).")
-@click.option("--max-memory", callback=memory_option,
+@click.option("--max-memory", type=MEMORY,
               help="Device memory budget of the runtime, e.g. 3G (sizes tiles and chunks).")
-@click.option("--workspace", callback=memory_option, default="1G", show_default=True,
+@click.option("--workspace", type=MEMORY, default="1G", show_default=True,
               help="TensorRT workspace limit.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="TensorRT timing cache file: loaded if present, saved after the build.")

@@ -7,14 +7,13 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from creps.cli import FIT, SEEDS, SIZE, WINDOW, command, entry_point
+from creps.cli import FIT, MEMORY, SEEDS, SIZE, WINDOW, command, entry_point
 from creps.errors import CrepsError
 from creps.files import creating_folder
 from creps.images import OUT_RULE, image_paths
 from creps.runtime.backends import BACKENDS
 from creps.runtime.generate import Runtime
 from creps.runtime.precision import CHOICES, HELP
-from creps.runtime.tiling import parse_memory
 from creps.serve.dzi import dzi_paths, write_pyramid
 from creps.serve.options import cache_memory_option, canvas_options
 from creps.serve.pyramid import Canvas
@@ -28,14 +27,6 @@ def given(ctx: click.Context, names) -> list[str]:
     """The options among `names` (parameter names) given on the command line, as the user spells them."""
     params = {param.name: param for param in ctx.command.params}
     return [params[name].opts[0] for name in names if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
-
-
-def memory_option(ctx, param, value: str | None) -> int | None:
-    """--max-memory '512M' -> bytes."""
-    try:
-        return None if value is None else parse_memory(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @command(epilog="""
@@ -59,7 +50,7 @@ Examples:
               help="Non-square sizes without --window: extend the view or stretch it.")
 @click.option("--tile", type=SIZE, default=None,
               help="Pixel tile WxH (default: 128x64 on the CPU, the engine profile's largest on TensorRT).")
-@click.option("--max-memory", callback=memory_option, default=None, metavar="BYTES",
+@click.option("--max-memory", type=MEMORY, default=None, metavar="BYTES",
               help="Budget for line features and activations, e.g. 512M, 2G; shrinks the tiles.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: TensorRT engines if usable, else ONNX Runtime CUDA, else CPU.")

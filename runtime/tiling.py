@@ -14,7 +14,6 @@ libraries' own overhead come on top.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 from creps.errors import CrepsError
@@ -132,15 +131,6 @@ def pixel_work_bytes(model: dict) -> int:
     the tile, three tensors at the widest decoder width (4·32), the image."""
     c = model["biline_channels"]
     return FLOAT * (model["num_blocks"] * c + 3 * 4 * c + 2 * model["img_channels"])
-
-
-def parse_memory(text: str) -> int:
-    """'512M', '2G', '1.5G', '65536' -> bytes (K/M/G/T are powers of 1024). Raises ValueError."""
-    match = re.fullmatch(r"\s*(\d+\.?\d*|\.\d+)\s*([KMGT]?)(I?B)?\s*", text.upper())
-    value = float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " ") if match else 0
-    if value < 1:
-        raise ValueError(f"memory {text!r} is not a positive size like 512M or 2G")
-    return int(value)
 
 
 def check_range(name: str, value: int, limits: tuple[int, int]) -> None:

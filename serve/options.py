@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
-from creps.cli import ParsedType
-from creps.runtime.tiling import parse_memory
+from creps.cli import MEMORY
 from creps.serve.pyramid import DEFAULT_DETAIL, DEFAULT_VIEWS, MAX_DETAIL, MIN_DETAIL
 from creps.serve.tiles import DEFAULT_CACHE_BYTES
-
-MEMORY = ParsedType("BYTES", parse_memory, int)
 
 
 def canvas_options(function):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from creps.cli import parse_memory
 from creps.runtime.tiling import (
     DEFAULT_LINES,
     DEFAULT_TILE,
@@ -12,7 +13,6 @@ from creps.runtime.tiling import (
     PlanError,
     line_feature_bytes,
     make_plan,
-    parse_memory,
     split,
 )
 
