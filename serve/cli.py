@@ -32,8 +32,8 @@ def pool_size(backend: Backend, workers: int | None) -> int:
     if workers is None:
         return parallel
     if workers > 1 and parallel == 1:
-        raise CrepsError(f"--workers {workers}: the {backend.name} backend runs one call at a time "
-                         "; use --workers 1")
+        raise CrepsError(f"--workers {workers}: the {backend.name} backend runs one call at a time; "
+                         "use --workers 1")
     return workers
 
 
