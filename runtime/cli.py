@@ -78,15 +78,15 @@ def cli(ctx, bundle, size, seeds, psi, window, fit, tile, max_memory, backend, p
     if (out is None) == (dzi is None):
         raise click.UsageError("give exactly one of --out (images) and --dzi (a deep-zoom pyramid)")
     if dzi is not None:
-        if given(ctx, IMAGE_ONLY):
-            raise click.UsageError(f"{', '.join(given(ctx, IMAGE_ONLY))} with --dzi: the canvas fixes every tile's "
+        if extra := given(ctx, IMAGE_ONLY):
+            raise click.UsageError(f"{', '.join(extra)} with --dzi: the canvas fixes every tile's "
                                    "size and window (--canvas-views, --detail)")
         if len(seeds) != 1:
             raise CrepsError(f"--dzi writes one seed's pyramid, and {len(seeds)} seeds were given: run it once per seed")
         dzi_paths(dzi)  # refused before a first run's export of the default model
     else:
-        if given(ctx, PYRAMID_ONLY):
-            raise click.UsageError(f"{', '.join(given(ctx, PYRAMID_ONLY))} with --out: "
+        if extra := given(ctx, PYRAMID_ONLY):
+            raise click.UsageError(f"{', '.join(extra)} with --out: "
                                    "those shape a --dzi pyramid (an image's window is --window)")
         folder, paths = image_paths(out, seeds)
     if bundle is None:
