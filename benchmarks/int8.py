@@ -4,8 +4,9 @@ For each model (the bundled 64x64 default model; the published 256 configuration
 random weights, its image layers scaled to a trained model's spread, std 0.5, as
 benchmarks/precision.py makes it: with creps-bench's plain random init 99.7% of its
 uint8 pixels are 0 or 255, so any error hides) the FP32 bundle is exported, then
-creps-calib's INT8 search runs once (calib/sensitivity.py: per-layer range method and
-SmoothQuant strength, the layers in order of sensitivity, the curve). Points of the
+creps-calib's INT8 search runs once (calib/sensitivity.py: per-layer range method among
+--methods and SmoothQuant strength, the layers in order of error per multiply-add, the
+curve; weights --weight-bits wide, by default as creps-calib picks them here). Points of the
 curve (every layer INT8, and the plans for each --targets value) are written as Q/DQ
 graphs and run through the runtime (creps.runtime.Runtime with OrtBackend, the same
 session options and threads as FP32: a copy of the bundle whose manifest names the INT8
@@ -40,7 +41,7 @@ from tiny_models import random_generator  # noqa: E402
 
 from creps.bench import StageTimer, cpu, timed, uint8_error  # noqa: E402
 from creps.calib import int8, sensitivity  # noqa: E402
-from creps.calib.bundle import activation_form_models  # noqa: E402
+from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import Job  # noqa: E402
 from creps.cli import SEEDS, entry_point  # noqa: E402
 from creps.export import export_bundle  # noqa: E402
@@ -48,6 +49,7 @@ from creps.model import GeneratorConfig  # noqa: E402
 from creps.runtime import Runtime, read_bundle  # noqa: E402
 from creps.runtime.backends import OrtBackend  # noqa: E402
 from creps.runtime.bundle import file_entry, write_manifest  # noqa: E402
+from creps.runtime.cpu import exact_weight_bits  # noqa: E402
 from creps.runtime.default import default_checkpoint  # noqa: E402
 from creps.runtime.stages import graph_key  # noqa: E402
 
@@ -135,14 +137,16 @@ def measure_point(fp32: Runtime, view: Path, seeds, calibration_seeds: set[int],
     return {"sizes": rows}
 
 
-def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int) -> dict:
+def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int, weight_bits: int,
+              methods: tuple[str, ...]) -> dict:
     G = model(name)
     jobs = (Job(0, 1.0, 512, 512), Job(1, 0.7, 2048, 512))  # creps-calib's default jobs
     with tempfile.TemporaryDirectory() as tmp:
         bundle = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
         activation = activation_form_models(read_bundle(bundle), G)
         start = time.perf_counter()
-        found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, int8.plan_jobs(jobs))
+        found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, weight_bits, int8.plan_jobs(jobs),
+                                   methods)
         search_seconds = time.perf_counter() - start
         points = {"every layer int8": len(found.order)}
         points.update({f"target {t:g} dB": found.longest(t) for t in targets})
@@ -150,7 +154,7 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int)
         with Runtime(bundle, backend=StageTimer(OrtBackend(read_bundle(bundle), threads))) as fp32:
             fp32.generate(0, (64, 64))
             for label, k in points.items():
-                graphs = found.graphs(k)
+                graphs = int8.with_float_stages(found.graphs(k), load_models(read_bundle(bundle)))
                 view = int8_view(bundle, graphs, Path(tmp) / f"int8-{k}")
                 results[label] = {"int8_layers": k, "float_layers": [f"{s}/{n}" for s, n in found.order[k:]],
                                   "kernels": kernels(graphs, view),
@@ -179,19 +183,30 @@ def log_point(model_name: str, label: str, point: dict) -> None:
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per size and precision.")
 @click.option("--probe", type=int, default=int8.CALIBRATION_PROBE, show_default=True,
               help="Rows and columns per job of the search.")
-def main(models, targets, seeds, threads, repeats, probe) -> dict:
+@click.option("--weight-bits", type=click.Choice(["auto", "7", "8"]), default="auto", show_default=True,
+              help="The weights' width (auto: 8 where this CPU's integer kernels run it exactly, as creps-calib).")
+@click.option("--methods", default=",".join(sensitivity.SEARCH_METHODS), show_default=True,
+              help=f"Activation range methods each layer picks from ({', '.join(int8.METHODS)}).")
+def main(models, targets, seeds, threads, repeats, probe, weight_bits, methods) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("onnx_ir", "onnxscript", "root"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     targets = [float(t) for t in targets.split(",") if t]
+    weight_bits = exact_weight_bits() if weight_bits == "auto" else int(weight_bits)
+    methods = tuple(m for m in methods.split(",") if m)
+    unknown = sorted(set(methods) - set(int8.METHODS))
+    if unknown or not methods:
+        raise click.BadParameter(f"{','.join(unknown) or 'nothing'}: choose from {', '.join(int8.METHODS)}",
+                                 param_hint="--methods")
     cpu_model, flags = cpu()
     report = {"cpu": cpu_model, "cpu_flags": sorted(f for f in flags if f.startswith("avx") or "vnni" in f
                                                     or f in ("fma", "f16c", "amx_int8")),
-              "threads": threads or "all cores", "seeds": seeds, "psis": list(PSIS),
+              "threads": threads or "all cores", "seeds": seeds, "psis": list(PSIS), "weight_bits": weight_bits,
+              "methods": list(methods),
               "error": "uint8 images of the INT8 runtime against the FP32 runtime's: PSNR peak 255, max abs in "
                        "levels, share of pixels changed; worst over seeds x psis", "models": {}}
     for name in models.split(","):
-        report["models"][name] = run_model(name, targets, seeds, threads, repeats, probe)
+        report["models"][name] = run_model(name, targets, seeds, threads, repeats, probe, weight_bits, methods)
     click.echo(json.dumps({m: {p: [(r["size"], r["uint8_psnr_db"], round(r["speedup"], 2)) for r in v["sizes"]]
                                for p, v in d["points"].items()} for m, d in report["models"].items()}))
     return report

@@ -105,14 +105,17 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                      G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None,
                      source: str | os.PathLike | None = None, keep_below_bar: bool = False,
                      target_psnr: float | None = PRECISION_BARS["int8"][psnr_key("int8")],
-                     range_seeds: int = int8.RANGE_SEEDS, plan_seeds: int = int8.PLAN_SEEDS) -> dict:
+                     range_seeds: int = int8.RANGE_SEEDS, plan_seeds: int = int8.PLAN_SEEDS,
+                     weight_bits: int = 7) -> dict:
     """Write the requested FP16 / INT8 graphs into the bundle; returns the report.
 
     `jobs` drive the FP16 analysis and the INT8 calibration; the error against FP32 is
     reported on full images of `error_jobs` (default: the same jobs) and judged against
     PRECISION_BARS. INT8 keeps in float the fewest layers that hold the images' uint8 PSNR
     at `target_psnr` (None: every layer INT8), its activation ranges taken from the jobs and
-    `range_seeds` more latents, the plan checked on `plan_seeds` more. `source` is the checkpoint `G` came from: refused unless it is the
+    `range_seeds` more latents, the plan checked on `plan_seeds` more, its weights
+    `weight_bits` wide (recorded: runtime/cpu.py says where 8 bits run exactly). A stage
+    the plan keeps wholly in float gets its FP32 graph as its int8 graph. `source` is the checkpoint `G` came from: refused unless it is the
     bundle's. Everything that can be refused is, before the long work or before writing.
     """
     error_jobs = error_jobs or jobs
@@ -136,14 +139,16 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
         quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr, range_seeds=range_seeds,
-                                              plan_seeds=plan_seeds)
+                                              plan_seeds=plan_seeds, weight_bits=weight_bits)
+        quantized = int8.with_float_stages(quantized, models)
         measured = int8.measure(activation, quantized, error_jobs)
         judge("int8", measured["worst"], bundle, keep_below_bar)
         kept_float = {s: [f.split("/", 1)[1] for f in int8_plan["float_layers"] if f.startswith(f"{s}/")]
                       for s in quantized}
         for stage, model in quantized.items():
-            graphs.append((stage, "int8", model, {"modulation": "activation", "qdq": qdq.summary(model),
-                                                  "target_uint8_psnr_db": target_psnr,
+            modulation = "activation" if model is not models[stage] else bundle.graph(stage).get("modulation")
+            graphs.append((stage, "int8", model, {"modulation": modulation, "qdq": qdq.summary(model),
+                                                  "weight_bits": weight_bits, "target_uint8_psnr_db": target_psnr,
                                                   "float_layers": kept_float[stage],
                                                   "measured_error": measured["worst"]}))
         report["int8"] = {"qdq": {s: qdq.summary(m) for s, m in quantized.items()}, "plan": int8_plan,

@@ -12,8 +12,8 @@ Sample jobs pair the seeds with the psi values and sizes, cycling the shorter li
 images on the worst job miss the precision bar against fp32 are refused (--force keeps
 them, with a warning): {bars}. Graphs with NaN or Inf in their images are always refused.
 
-INT8 measures each layer's error contribution and keeps in float the fewest, most
-sensitive layers that hold the images' uint8 PSNR at --target-psnr (the int8 bar's by
+INT8 measures each layer's error contribution and keeps in float the least work (the layers
+with the most error per multiply-add) that holds the images' uint8 PSNR at --target-psnr (the int8 bar's by
 default; 0 puts every layer in INT8) on the sample jobs and --plan-seeds more latents;
 the plan and the layers kept in float go into the manifest.
 """
@@ -67,9 +67,14 @@ def parse_floats(text: str) -> list[float]:
 @click.option("--plan-seeds", type=click.IntRange(min=0), default=PLAN_SEEDS, show_default=True,
               help="INT8: more latents the plan must hold the target on, besides the sample jobs (fewer: faster, "
                    "plans that new latents miss more often).")
+@click.option("--weight-bits", type=click.Choice(["auto", "7", "8"]), default="auto", show_default=True,
+              help="INT8: the weights' width. 8 runs exactly on TensorRT and on CPUs with VNNI or Arm dot products; "
+                   "ONNX Runtime on x86 CPUs without VNNI saturates it and runs only 7 (and refuses 8-bit graphs "
+                   "there); auto: 8 where this CPU runs it exactly, else 7.")
 @click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, plan_seeds, force, report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, plan_seeds, weight_bits, force,
+        report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
@@ -81,9 +86,13 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_
 
         G = load_generator(network)
     from creps.calib.bundle import calibrate_bundle
+    from creps.runtime.cpu import exact_weight_bits
+
+    weight_bits = exact_weight_bits() if weight_bits == "auto" else int(weight_bits)
 
     result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force,
-                              target_psnr=target_psnr, range_seeds=range_seeds, plan_seeds=plan_seeds)
+                              target_psnr=target_psnr, range_seeds=range_seeds, plan_seeds=plan_seeds,
+                              weight_bits=weight_bits)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]
@@ -92,7 +101,8 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_
                        f"uint8 pixels changed {100 * err['uint8_pixels_changed']:.2f}%")
     if "int8" in result:
         plan = result["int8"]["plan"]
-        click.echo(f"int8: {plan['int8_layers']} of {plan['layers']} layers in INT8 (target {target_psnr:g} dB); "
+        click.echo(f"int8: {plan['int8_layers']} of {plan['layers']} layers in INT8 with {plan['weight_bits']}-bit "
+                   f"weights (target {target_psnr:g} dB), {100 * plan['float_work_share']:.1f}% of the work in float; "
                    f"kept in float: {', '.join(plan['float_layers']) or 'none'}")
     if report is not None:
         with atomic_path(report) as tmp:

@@ -60,11 +60,12 @@ def calibration_feeds(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...],
 
 @dataclass
 class Stats:
-    """What calibration saw of each layer input: a sample of |x|, and for the x of x @ W max |x| per
-    input channel (the last axis)."""
+    """What calibration saw of each layer input: a sample of |x|, for the x of x @ W max |x| per
+    input channel (the last axis), and each input's shape in the first feed."""
 
     values: dict[str, np.ndarray]
     channel_amax: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
 
 
 def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: list[dict]) -> Stats:
@@ -73,8 +74,10 @@ def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: lis
     session = emulate.session(emulate.with_outputs(model, names))
     values: dict[str, list] = {n: [] for n in names}
     channel_amax: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for feed in feeds:
         for name, value in zip(names, session.run(names, feed)):
+            shapes.setdefault(name, value.shape)
             a = np.abs(value)
             values[name].append(a.ravel())
             if name in weighted:
@@ -83,7 +86,7 @@ def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: lis
     for name, parts in values.items():
         a = np.concatenate(parts)
         joined[name] = np.append(a[:: max(1, a.size // SAMPLE_CAP)], a.max())  # the sample keeps the maximum
-    return Stats(joined, channel_amax)
+    return Stats(joined, channel_amax, shapes)
 
 
 def amax(values: np.ndarray, method: str) -> float:
@@ -149,14 +152,23 @@ def plan_jobs(jobs: tuple[Job, ...], count: int = PLAN_SEEDS) -> tuple[Job, ...]
 
 def calibrate(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_JOBS,
               probe: int = CALIBRATION_PROBE, target_psnr: float | None = None,
-              range_seeds: int = RANGE_SEEDS, plan_seeds: int = PLAN_SEEDS) -> tuple[dict, dict]:
+              range_seeds: int = RANGE_SEEDS, plan_seeds: int = PLAN_SEEDS,
+              weight_bits: int = 7) -> tuple[dict, dict]:
     """(Q/DQ graphs of the line and pixel stages, the plan's report), planned so that the
     image's uint8 PSNR stays >= `target_psnr` (None: every layer INT8) on the jobs' probes
     and on `plan_seeds` more latents' (PLAN_PROBE); activation ranges from the jobs and
-    `range_seeds` more latents."""
+    `range_seeds` more latents; weights `weight_bits` wide (calib/qdq.py WEIGHT_BITS: 7 runs
+    exactly everywhere)."""
     from creps.calib.sensitivity import plan
 
-    return plan(models, jobs, range_jobs(jobs, range_seeds), probe, target_psnr, plan_jobs(jobs, plan_seeds))
+    return plan(models, jobs, range_jobs(jobs, range_seeds), probe, target_psnr, weight_bits,
+                plan_jobs(jobs, plan_seeds))
+
+
+def with_float_stages(quantized: dict[str, onnx.ModelProto], exported: dict[str, onnx.ModelProto]) -> dict:
+    """The Q/DQ graphs, where a stage has no INT8 layer its exported FP32 graph instead (as the
+    plan's float layers it is the model exactly, and its modulation form is the faster one)."""
+    return {s: m if qdq.summary(m)["int8_layers"] else exported[s] for s, m in quantized.items()}
 
 
 def measure(models: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],

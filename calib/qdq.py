@@ -35,13 +35,18 @@ from creps.runtime.stages import spatial_inputs
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 LAYER_OPS = ("MatMul", "Gemm")  # the layers that carry the cost
 INT8_MAX = 127  # symmetric: [-127, 127], so -x quantizes to -q
-# Weights use 7 bits of the int8 range: ONNX Runtime's integer kernels on x86 without VNNI
-# (AVX2) shift the int8 activations to uint8 and add pairs of u8*s8 products in int16, which
-# saturates once |w| > 64 (255 * 127 * 2 > 32767). With 8-bit weights the decoders of the
-# bundled default model came out 30.9 dB off the exact Q/DQ result there; with 7 bits 77.6 dB,
-# for 0.3 dB less exact accuracy (37.3 -> 37.0 dB, every decoder layer INT8). TensorRT runs
-# the same graphs exactly.
-WEIGHT_MAX = 63
+# Weights use 8 bits where the integer kernels that run the graphs are exact (TensorRT; ONNX
+# Runtime on CPUs with VNNI or Arm dot products), 7 bits where they saturate beyond that
+# (ONNX Runtime on x86 without VNNI: creps/runtime/cpu.py says why). The manifest records the
+# width, and the ONNX Runtime CPU backend refuses 8-bit graphs on a saturating CPU.
+WEIGHT_BITS = (7, 8)
+
+
+def weight_max(bits: int) -> int:
+    """The largest |q| of a `bits`-wide symmetric weight (63 for 7 bits, 127 for 8)."""
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"int8 weights are {' or '.join(map(str, WEIGHT_BITS))} bits wide, not {bits}")
+    return (1 << (bits - 1)) - 1
 
 
 class QdqError(CrepsError):
@@ -93,14 +98,15 @@ def layers(model: onnx.ModelProto, stage: str) -> list[Layer]:
     return found
 
 
-def quantize_weight(weight: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 values in [-WEIGHT_MAX, WEIGHT_MAX], float32 scales): symmetric, per channel along `axis`."""
+def quantize_weight(weight: np.ndarray, axis: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 values in [-weight_max(bits), weight_max(bits)], float32 scales): symmetric, per channel along `axis`."""
+    top = weight_max(bits)
     other = tuple(i for i in range(weight.ndim) if i != axis)
     amax = np.abs(weight).max(axis=other)  # (channels,)
-    scale = np.where(amax > 0, amax / WEIGHT_MAX, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / top, 1.0).astype(np.float32)
     shape = [1] * weight.ndim
     shape[axis] = -1
-    q = np.clip(np.round(weight / scale.reshape(shape)), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
+    q = np.clip(np.round(weight / scale.reshape(shape)), -top, top).astype(np.int8)
     return q, scale
 
 
@@ -112,11 +118,12 @@ def switch_name(layer: str) -> str:
     return f"int8_switch__{layer}"
 
 
-def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float],
+def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float], weight_bits: int,
              switchable: bool = False) -> onnx.ModelProto:
     """A copy of `model` with Q/DQ in front of each chosen layer's inputs.
 
-    `amax[tensor]` is the calibrated range of each activation input (scale amax / 127).
+    `amax[tensor]` is the calibrated range of each activation input (scale amax / 127);
+    constant weights are `weight_bits` wide (WEIGHT_BITS).
     With `switchable`, layer L reads its quantized inputs only when the boolean scalar
     input `switch_name(L)` is true (Where picks either value: no arithmetic on them), so
     one session measures any choice of INT8 layers; such a graph is for measuring only.
@@ -144,7 +151,7 @@ def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float]
         for i, name in enumerate(node.input[:2]):
             q, s, z, dq = (f"{tag}__in{i}_{part}" for part in ("q", "scale", "zero", "dq"))
             if name == layer.weight:
-                values, scale = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis)
+                values, scale = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis, weight_bits)
                 inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scale, s),
                           numpy_helper.from_array(np.zeros(scale.shape, np.int8), z)]
                 nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq",

@@ -8,13 +8,19 @@ values of the full image there), as the uint8 image against FP32:
    method in `SEARCH_METHODS` (calib/int8.py; min-max only, see there), one graph per stage with every layer's Q/DQ
    behind a switch (calib/qdq.py `with_qdq(switchable=True)`), so one session runs any
    choice of INT8 layers. Each layer alone in INT8 ("solo") gives its error under each
-   option; the layer keeps the option with the least.
-2. Order: layers sorted by solo error, least first; the image error of the first k layers
-   in INT8 together, for every k, is the plan's curve: the worst over the jobs and more
-   latents on small probes (calib/int8.py `plan_jobs`), so that the plan holds for
-   latents it was not chosen on.
+   option, worst over the jobs and the plan's latents (step 2); the layer keeps the option
+   with the least. (On the jobs alone, layers whose ranges the plan's latents exceed looked
+   harmless: on the published configuration one at 63 dB alone took the curve from 55 to 45 dB.)
+2. Order: what a layer in float costs is its work, so layers go to INT8 in order of solo
+   error per multiply-add (the image MSE it adds alone over its multiply-adds on the first
+   job's whole image), least first: the 1024-wide line layers before a pixel decoder's
+   64-wide ones of like error, and a 3-wide output layer, whose INT8 saves nothing, last.
+   The image error of the first k layers in INT8 together, for every k, is the plan's
+   curve: the worst over the jobs and more latents on small probes (calib/int8.py
+   `plan_jobs`), so that the plan holds for latents it was not chosen on.
 3. Plan: the longest prefix whose worst uint8 PSNR is >= target + `MARGIN_DB` (the
-   margin covers the pixels the probe does not see); the remaining layers stay float.
+   margin covers the pixels the probe does not see); the remaining layers stay float,
+   the least work in float that the curve allows.
 """
 
 from __future__ import annotations
@@ -45,9 +51,10 @@ class Switched:
     """The pipeline with switchable Q/DQ line and pixel graphs; `image` with a chosen set of INT8 layers."""
 
     def __init__(self, models: dict[str, onnx.ModelProto], layers: dict[str, list[qdq.Layer]],
-                 ranges: dict[str, dict[str, float]]):
+                 ranges: dict[str, dict[str, float]], weight_bits: int):
         self.layers = layers
-        self.runner = StageRunner({**models, **{s: qdq.with_qdq(models[s], layers[s], ranges[s], switchable=True)
+        self.runner = StageRunner({**models, **{s: qdq.with_qdq(models[s], layers[s], ranges[s], weight_bits,
+                                                                switchable=True)
                                                 for s in int8.INT8_STAGES}})
 
     def image(self, job: Job, probe: int, on: set[tuple[str, str]]) -> np.ndarray:
@@ -62,6 +69,30 @@ class Switched:
 def score(error: dict) -> tuple[float, float]:
     """Sort key, higher is better: uint8 PSNR, then float PSNR (None: identical, best)."""
     return tuple(math.inf if error[k] is None else error[k] for k in ("uint8_psnr_db", "psnr_db"))
+
+
+def harm(error: dict) -> float:
+    """The image's MSE (over the squared peak) that a `compare` result says: 10^(-PSNR/10) of the float image, 0 when identical."""
+    return 0.0 if error["psnr_db"] is None else 10 ** (-error["psnr_db"] / 10)
+
+
+def work(models: dict[str, onnx.ModelProto], layers: dict[str, list[qdq.Layer]], stats: dict[str, int8.Stats],
+         job: Job, probe: int) -> dict[tuple[str, str], float]:
+    """Multiply-adds of each (stage, layer) on `job`'s whole image: the rows of its input on the
+    job's probe (the first calibration feed, `stats` shapes) times its output width, scaled up
+    along the stage's pointwise axes (lines: H + W positions, pixels: H x W)."""
+    ys, xs = job.coords(probe)
+    scale = {"lines": (job.height + job.width) / (len(ys) + len(xs)),
+             "pixels": job.height * job.width / (len(ys) * len(xs))}
+    found = {}
+    for s in int8.INT8_STAGES:
+        consts = qdq.constants(models[s])
+        shapes = stats[s].shapes
+        for layer in layers[s]:
+            width = (consts[layer.weight].dims[layer.axis] if layer.weight is not None
+                     else shapes[layer.activations[1]][-1])
+            found[(s, layer.name)] = float(np.prod(shapes[layer.activations[0]])) * width * scale[s]
+    return found
 
 
 class Probe:
@@ -93,12 +124,14 @@ def stage_layers_and_stats(models: dict, feeds: dict) -> tuple[dict, dict]:
 
 @dataclass
 class Search:
-    """What the measurements found: the migrated graphs, their layers and ranges, the layers in
-    INT8 order (least sensitive first), the per-layer table, the options tried and the curve."""
+    """What the measurements found: the migrated graphs, their layers and ranges, the weights'
+    width, the layers in INT8 order (least error per multiply-add first), the per-layer table,
+    the options tried and the curve."""
 
     models: dict[str, onnx.ModelProto]
     layers: dict[str, list[qdq.Layer]]
     ranges: dict[str, dict[str, float]]
+    weight_bits: int
     order: list[tuple[str, str]]
     table: list[dict]
     tried: list[dict]
@@ -110,7 +143,7 @@ class Search:
         quantized = {}
         for s in int8.INT8_STAGES:
             quantized[s] = qdq.with_qdq(self.models[s], [l for l in self.layers[s] if (s, l.name) in chosen],
-                                        self.ranges[s])
+                                        self.ranges[s], self.weight_bits)
             qdq.check(quantized[s], s)
         return quantized
 
@@ -124,10 +157,13 @@ class Search:
 
 
 def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...],
-           probe: int, plan_jobs: tuple[Job, ...] = ()) -> Search:
-    """Steps 1 and 2 of the module docstring. Ranges come from `range_jobs` (`jobs` on their
-    probes, then many latents on small probes: a range must hold for seeds it never saw),
-    the solo errors from `jobs`' probes, the curve from those and `plan_jobs`' (PLAN_PROBE)."""
+           probe: int, weight_bits: int, plan_jobs: tuple[Job, ...] = (),
+           methods: tuple[str, ...] | None = None) -> Search:
+    """Steps 1 and 2 of the module docstring, with `weight_bits`-wide weights, each layer's range
+    by the best of `methods` (calib/int8.py METHODS; default SEARCH_METHODS: benchmarks/int8.py
+    --methods re-measures the others). Ranges come from `range_jobs` (`jobs` on their probes,
+    then many latents on small probes: a range must hold for seeds it never saw); the solo
+    errors and the curve are the worst over `jobs`' probes and `plan_jobs`' (PLAN_PROBE)."""
     feeds = int8.calibration_feeds(models, range_jobs[:len(jobs)], probe)
     more = int8.calibration_feeds(models, range_jobs[len(jobs):], int8.RANGE_PROBE)
     feeds = {s: feeds[s] + more[s] for s in feeds}
@@ -136,11 +172,11 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
     ops = {(s, layer.name): layer.op for s in int8.INT8_STAGES for layer in base_layers[s]}
     foldable = {(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]
                 if smooth.fold_of(models[s], s, layer) is not None}
-    probe_set = Probe(models, [(job, probe) for job in jobs])
-    curve_set = Probe(models, probe_set.probes + [(job, int8.PLAN_PROBE) for job in plan_jobs])
+    # Solo errors and the curve on the same images: a layer whose ranges new latents exceed must look it.
+    probes = Probe(models, [(job, probe) for job in jobs] + [(job, int8.PLAN_PROBE) for job in plan_jobs])
     solo: dict[tuple, dict] = {}  # (stage, layer) -> {(alpha, method): error}
     tried = []
-    options = [(a, m) for a in ALPHAS for m in SEARCH_METHODS]
+    options = [(a, m) for a in ALPHAS for m in methods or SEARCH_METHODS]
     # A layer is measured under the options that change it: every alpha > 0 if it can be migrated, else alpha 0.
     def measured(alpha: float, key: tuple) -> bool:
         return alpha > 0 if key in foldable and max(ALPHAS) > 0 else alpha == 0
@@ -153,12 +189,12 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
             layers, stats = stage_layers_and_stats(candidate, feeds)
             ranges = {s: int8.ranges(stats[s], layers[s], {l.name: method for l in layers[s]})
                       for s in int8.INT8_STAGES}
-            pipeline = Switched(candidate, layers, ranges)
+            pipeline = Switched(candidate, layers, ranges, weight_bits)
             for key in keys:
                 if measured(alpha, key):
-                    solo.setdefault(key, {})[(alpha, method)] = probe_set.error(pipeline, {key})
+                    solo.setdefault(key, {})[(alpha, method)] = probes.error(pipeline, {key})
                     bar.update()
-            every = probe_set.error(pipeline, set(keys))
+            every = probes.error(pipeline, set(keys))
             bar.update()
             tried.append({"alpha": alpha, "method": method, "all_int8": every,
                           "migrated_layers": sum(len(f) for f in folds.values())})
@@ -169,30 +205,35 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
     layers, stats = stage_layers_and_stats(final, feeds)
     ranges = {s: int8.ranges(stats[s], layers[s], {l.name: best[(s, l.name)][1] for l in layers[s]})
               for s in int8.INT8_STAGES}
-    pipeline = Switched(final, layers, ranges)
-    order = sorted(keys, key=lambda key: score(solo[key][best[key]]), reverse=True)
+    pipeline = Switched(final, layers, ranges, weight_bits)
+    macs = work(final, layers, stats, jobs[0], probe)
+    order = sorted(keys, key=lambda key: harm(solo[key][best[key]]) / max(macs[key], 1.0))
     curve, on = [], set()
     for key in tqdm(order, desc="int8 plan", unit="layer", leave=False):
         on.add(key)
-        curve.append({"int8_layers": len(on), "added": f"{key[0]}/{key[1]}", **curve_set.error(pipeline, on)})
+        curve.append({"int8_layers": len(on), "added": f"{key[0]}/{key[1]}", **probes.error(pipeline, on)})
     table = [{"stage": s, "layer": name, "op": ops[(s, name)], "alpha": best[(s, name)][0],
               "migration": folds[s].get(name), "method": best[(s, name)][1],
               "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
-              "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"]} for s, name in order]
-    return Search(final, layers, ranges, order, table, tried, curve)
+              "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"], "macs": macs[(s, name)]}
+             for s, name in order]
+    return Search(final, layers, ranges, weight_bits, order, table, tried, curve)
 
 
 def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...], probe: int,
-         target_psnr: float | None, plan_jobs: tuple[Job, ...] = ()) -> tuple[dict[str, onnx.ModelProto], dict]:
+         target_psnr: float | None, weight_bits: int,
+         plan_jobs: tuple[Job, ...] = ()) -> tuple[dict[str, onnx.ModelProto], dict]:
     """(Q/DQ line and pixel graphs, the report: options tried, per-layer sensitivity, curve, float layers)."""
-    found = search(models, jobs, range_jobs, probe, plan_jobs)
+    found = search(models, jobs, range_jobs, probe, weight_bits, plan_jobs)
     k = found.longest(target_psnr)
     float_layers = [f"{s}/{name}" for s, name in found.order[k:]]
-    report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe,
+    in_float = sum(row["macs"] for row in found.table[k:]) / max(sum(row["macs"] for row in found.table), 1.0)
+    report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe, "weight_bits": weight_bits,
+              "float_work_share": in_float,
               "plan_jobs": [j.to_dict() for j in plan_jobs], "plan_probe": int8.PLAN_PROBE,
               "options_tried": found.tried,
               "sensitivity": [{**row, "int8": i < k} for i, row in enumerate(found.table)],
               "curve": found.curve, "int8_layers": k, "layers": len(found.order), "float_layers": float_layers}
-    log.info("int8 plan: %d of %d layers in INT8 (target %s dB), float: %s", k, len(found.order), target_psnr,
-             ", ".join(float_layers) or "none")
+    log.info("int8 plan: %d of %d layers in INT8 (target %s dB), %.1f%% of the work in float: %s", k,
+             len(found.order), target_psnr, 100 * in_float, ", ".join(float_layers) or "none")
     return found.graphs(k), report

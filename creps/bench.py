@@ -44,6 +44,7 @@ from creps.cli import command, entry_point
 from creps.errors import CrepsError
 from creps.files import atomic_path
 from creps.runtime.backends import ORT_PROVIDERS, Backend, check_provider, ort_provider
+from creps.runtime.cpu import cpu
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ ORT_DEVICES = {"ort-cpu": "cpu", "ort-cuda": "cuda"}
 NO_CEILING = "GEMM ceiling measured for ort-cpu and ort-cuda only (a TensorRT MatMul needs an engine build of its own)"
 NO_ONE_TILE = "not measured on tensorrt: the engines' profiles do not take the whole image as one tile and one chunk"
 PRECISION_SIZES = OVERHEAD_SIZES
-# --quick: every layer INT8 (kernels exercised whatever the tiny model's error), ranges from 8 latents
-QUICK_INT8 = {"target_psnr": None, "range_seeds": 8, "plan_seeds": 0}
+# --quick: every layer INT8 (kernels exercised whatever the tiny model's error), ranges from 8 latents,
+# the calibration's sample jobs at the quick sizes (creps-calib's 512x512 and 2048x512 took minutes there)
+QUICK_CALIB = {"target_psnr": None, "range_seeds": 8, "plan_seeds": 0, "job_sizes": ((64, 64), (96, 32))}
 PRECISION_ROUNDS = 2  # runs of each precision per size, alternated (min taken), so load changes hit all alike
 BACKEND_PRECISIONS = {"ort-cpu": ("fp32", "int8"), "ort-cuda": ("fp32", "fp16", "int8"),
                       "tensorrt": ("fp32", "fp16", "int8")}
@@ -323,17 +325,24 @@ def precisions_of(backend: str, asked: str) -> tuple[list[str], dict[str, str]]:
     return ["fp32"] + [p for p in BACKEND_PRECISIONS[backend] if p in names and p != "fp32"], skipped
 
 
-def add_precision_graphs(bundle: Path, config: dict, precisions: list[str], int8_options: dict) -> dict:
-    """creps-calib's fp16 / int8 graphs of the benchmark model in `bundle` (int8 with creps-calib's
-    defaults, or `int8_options` of calibrate_bundle); graphs below their bar are kept, so they
-    are measured. Returns the calibration's recorded error per precision."""
+def add_precision_graphs(bundle: Path, config: dict, precisions: list[str], options: dict) -> dict:
+    """creps-calib's fp16 / int8 graphs of the benchmark model in `bundle` (creps-calib's defaults,
+    its weight width for this CPU included, or `options`: calibrate_bundle's, and `job_sizes` for
+    its sample jobs' sizes); graphs below their bar are kept, so they are measured. Returns the
+    calibration's recorded error per precision."""
     from creps.calib import calibrate_bundle
+    from creps.calib.samples import DEFAULT_JOBS, Job
+    from creps.runtime.cpu import exact_weight_bits
 
     wanted = set(precisions) - {"fp32"}
     if not wanted:
         return {}
     G = bench_generator(config) if "int8" in wanted else None  # INT8 re-exports the folded graphs from it
-    report = calibrate_bundle(bundle, "fp16" in wanted, "int8" in wanted, G, keep_below_bar=True, **int8_options)
+    options = dict(options)
+    sizes = options.pop("job_sizes", None)
+    jobs = DEFAULT_JOBS if sizes is None else tuple(Job(j.seed, j.psi, *size) for j, size in zip(DEFAULT_JOBS, sizes))
+    report = calibrate_bundle(bundle, "fp16" in wanted, "int8" in wanted, G, jobs, keep_below_bar=True,
+                              weight_bits=exact_weight_bits(), **options)
     return {p: report[p][key]["worst"] for p, key in (("fp16", "predicted_error"), ("int8", "measured_error"))
             if p in report}
 
@@ -545,20 +554,6 @@ def output_folder(out: Path | None, record: bool, results: Path) -> Path:
     return results
 
 
-def cpu(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
-    """This CPU's model name and feature flags, from /proc/cpuinfo where there is one."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())  # the first CPU's
-    except OSError:  # not Linux
-        pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    return model, set((fields.get("flags") or fields.get("Features", "")).split())
-
-
 def has_bf16() -> bool:
     return bool(cpu()[1] & BF16_FLAGS)
 
@@ -637,7 +632,7 @@ def cli(out, record, backend, quick, with_torch, precisions):
         bundle, model = export_model(config, Path(folder))
         if len(precisions) > 1:
             click.echo(f"creps-calib: {' and '.join(precisions[1:])} graphs ...", err=True)
-        calibrated = add_precision_graphs(bundle, config, precisions, QUICK_INT8 if quick else {})
+        calibrated = add_precision_graphs(bundle, config, precisions, QUICK_CALIB if quick else {})
         if backend == "tensorrt":
             click.echo("building TensorRT engines ...", err=True)
             build_engines(bundle, dict.fromkeys(sizes + rss_sizes + PRECISION_SIZES))

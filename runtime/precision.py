@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from creps.errors import BundleError
+from creps.runtime.cpu import saturates_8bit_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,24 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def int8_weight_bits(bundle) -> int:
+    """The width of the int8 graphs' weights (bundles calibrated before it was recorded have 7)."""
+    widths = [bundle.graph(stage, "int8").get("weight_bits", 7) for stage in REDUCED_STAGES]
+    for bits in widths:
+        if bits not in (7, 8) or isinstance(bits, bool):
+            raise BundleError(f"{bundle.path}: int8 weight_bits {bits!r} in the manifest, not 7 or 8; "
+                              f"re-run: {calib_command(bundle.path, 'int8')}")
+    return max(widths)
+
+
+def check_int8_kernels(bundle, backend: str) -> None:
+    """Refuse int8 graphs whose 8-bit weights ONNX Runtime's CPU kernels saturate on this CPU (runtime/cpu.py)."""
+    if backend == "ort-cpu" and int8_weight_bits(bundle) > 7 and saturates_8bit_weights():
+        raise BundleError(f"{bundle.path}: its int8 graphs have 8-bit weights, which ONNX Runtime's integer kernels "
+                          "saturate on this CPU (x86 without VNNI); make 7-bit ones with: "
+                          f"{calib_command(bundle.path, 'int8')} --weight-bits 7")
+
+
 def choose(bundle, backend: str, requested: str) -> str:
     """The precision an ONNX Runtime backend runs for `requested` (a name or "auto"), or
     BundleError (one line, with the command that makes it) when the bundle lacks it."""
@@ -103,6 +122,8 @@ def choose(bundle, backend: str, requested: str) -> str:
     if requested not in have:
         raise BundleError(f"{bundle.path} has no {requested} graphs (it has: {', '.join(have)}); make them with: "
                           f"{calib_command(bundle.path, requested)}")
+    if requested == "int8":
+        check_int8_kernels(bundle, backend)
     if requested not in ("fp32", *FASTER[backend]):
         log.warning("%s graphs on %s run slower than fp32 (%s)", requested, backend, HELP)
     why = shortfall(bundle, requested)

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 from creps.calib import bars, cli, fp16, sensitivity
 from creps.checkpoint import save_checkpoint
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
+from creps.runtime.cpu import exact_weight_bits
 from in_process import in_process
 from tiny_models import random_generator
 
@@ -39,7 +40,11 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     assert "pre-processing" not in done.stderr and "WARNING" not in done.stderr  # ONNX Runtime's quantizer advice
     graphs = read_bundle(bundle).graphs  # verifies every sha256
     assert {"lines.fp16", "pixels.fp16", "lines.int8", "pixels.int8"} <= set(graphs)
-    assert graphs["pixels.fp16"]["precision"] == "fp16" and graphs["lines.int8"]["modulation"] == "activation"
+    assert graphs["pixels.fp16"]["precision"] == "fp16"
+    for stage in ("lines", "pixels"):  # Q/DQ graphs are in the activation form; a stage wholly float is the export
+        quantized = graphs[f"{stage}.int8"]["qdq"]["int8_layers"] > 0
+        assert graphs[f"{stage}.int8"]["modulation"] == ("activation" if quantized else graphs[stage]["modulation"])
+        assert graphs[f"{stage}.int8"]["weight_bits"] == exact_weight_bits()
     assert graphs["lines.fp16"]["predicted_error"]["max_abs"] < 1e-2
     assert graphs["lines.fp16"]["fp32_islands"]  # at least the Fourier phases
     data = json.loads(report.read_text())
@@ -52,6 +57,22 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     assert sorted(plan["float_layers"]) == sorted(f"{s}/{name}" for s in ("lines", "pixels")
                                                   for name in graphs[f"{s}.int8"]["float_layers"])
     assert f"kept in float: {', '.join(plan['float_layers']) or 'none'}" in done.stdout
+    assert f"with {exact_weight_bits()}-bit weights" in done.stdout and "% of the work in float" in done.stdout
+
+
+def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_checkpoint, monkeypatch, capsys):
+    """No layer holds 200 dB, so both stages stay float: their int8 graphs are the FP32 ones, and
+    the 7-bit width asked for is recorded."""
+    bundle, ckpt = bundle_and_checkpoint
+    code, err = run(monkeypatch, capsys, "--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt,
+                    "--target-psnr", "200", "--weight-bits", "7", *SMALL)
+    assert code == 0, err
+    graphs = read_bundle(bundle).graphs
+    for stage in ("lines", "pixels"):
+        entry = graphs[f"{stage}.int8"]
+        assert entry["qdq"]["int8_layers"] == 0 and entry["weight_bits"] == 7
+        assert entry["modulation"] == graphs[stage]["modulation"] and entry["measured_error"]["uint8_psnr_db"] is None
+        assert onnx.load(f"{bundle}/{entry['file']}").graph == onnx.load(f"{bundle}/{graphs[stage]['file']}").graph
 
 
 @pytest.mark.parametrize("args, message", [

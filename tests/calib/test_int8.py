@@ -3,6 +3,7 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, numpy_helper
 
 from calib_jobs import JOBS
 from creps.calib import int8, qdq
@@ -55,11 +56,43 @@ def test_the_plan_curve_is_what_the_written_graphs_give(every_layer, activation_
     assert last["int8_layers"] == plan["layers"]
     assert last["uint8_psnr_db"] == measured["uint8_psnr_db"]
     assert last["max_abs"] == pytest.approx(measured["max_abs"], rel=1e-4, abs=1e-6)
-    solo = [row["solo_uint8_psnr_db"] or np.inf for row in plan["sensitivity"]]
-    assert solo == sorted(solo, reverse=True)  # least sensitive first, the order layers go to INT8
 
 
-def test_a_target_keeps_the_fewest_layers_float(every_layer, activation_models):
+def test_layers_go_to_int8_in_order_of_error_per_multiply_add(every_layer, activation_models, tiny_bundle):
+    """Each layer's work is its multiply-adds on the first job's whole image, counted here from the
+    model (a line layer runs on (H + W) x rank rows, a pixel layer on H x W, the rank-R product on
+    H x W x channels x rank); the order is by the MSE it adds alone over that work, least first."""
+    _, plan = every_layer
+    job, model = JOBS[0], read_bundle(tiny_bundle).manifest["model"]
+    rank, channels = model["rank"], model["num_blocks"] * model["biline_channels"]
+    for row in plan["sensitivity"]:
+        stage = row["stage"]
+        layer = next(l for l in qdq.layers(activation_models[stage], stage) if l.name == row["layer"])
+        if layer.weight is None:  # cols @ rows.T
+            want = job.width * job.height * channels * rank
+        else:
+            dims = qdq.constants(activation_models[stage])[layer.weight].dims
+            rows = (job.width + job.height) * rank if stage == "lines" else job.width * job.height
+            want = rows * dims[0] * dims[1]
+        assert row["macs"] == pytest.approx(want), row
+    per_work = [0.0 if row["solo_psnr_db"] is None else 10 ** (-row["solo_psnr_db"] / 10) / row["macs"]
+                for row in plan["sensitivity"]]
+    assert per_work == sorted(per_work) and len(set(per_work)) > 1
+    assert plan["float_work_share"] == 0.0 and plan["weight_bits"] == 7
+
+
+def test_eight_bit_weights_use_the_whole_int8_range(activation_models):
+    quantized, plan = int8.calibrate(activation_models, JOBS, probe=PROBE, target_psnr=None, range_seeds=2,
+                                     plan_seeds=0, weight_bits=8)
+    assert plan["weight_bits"] == 8
+    for stage, model in quantized.items():
+        qdq.check(model, stage)
+        weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TensorProto.INT8
+                   and len(t.dims) == 2]
+        assert weights and all(int(np.abs(w).max()) == 127 for w in weights)  # 7 bits stop at 63
+
+
+def test_a_target_keeps_the_least_work_float(every_layer, activation_models):
     _, full = every_layer
     psnrs = [c["uint8_psnr_db"] for c in full["curve"]]
     target = (max(psnrs) + min(psnrs)) / 2 - MARGIN_DB  # between all-INT8 and the first layer alone
@@ -71,6 +104,8 @@ def test_a_target_keeps_the_fewest_layers_float(every_layer, activation_models):
     assert k == max(ok)  # the longest prefix that holds the target
     order = [f"{row['stage']}/{row['layer']}" for row in plan["sensitivity"]]
     assert plan["float_layers"] == order[k:]
+    work = [row["macs"] for row in plan["sensitivity"]]
+    assert plan["float_work_share"] == pytest.approx(sum(work[k:]) / sum(work)) and 0 < plan["float_work_share"] < 1
     assert sum(qdq.summary(m)["int8_layers"] for m in quantized.values()) == k
     measured = int8.measure(activation_models, quantized, JOBS)["worst"]
     assert measured["uint8_psnr_db"] >= target + MARGIN_DB

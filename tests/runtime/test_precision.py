@@ -26,8 +26,9 @@ BARS = {"fp16": {"psnr_db": 45.0, "max_abs": 1e-2}, "int8": {"psnr_db": 45.0, "m
 WITHIN = {"psnr_db": 50.0, "max_abs": 0.05}
 
 
-def with_precisions(tiny_bundle, tmp_path, graphs: dict, bars=BARS):
-    """A copy of the tiny bundle with `graphs`: {precision: (error recorded, "copy" | "broken")}."""
+def with_precisions(tiny_bundle, tmp_path, graphs: dict, bars=BARS, **fields):
+    """A copy of the tiny bundle with `graphs`: {precision: (error recorded, "copy" | "broken")}, their
+    entries with `fields` besides."""
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, folder)
     manifest = read_bundle(folder).manifest
@@ -40,7 +41,7 @@ def with_precisions(tiny_bundle, tmp_path, graphs: dict, bars=BARS):
                 (folder / file).write_bytes(b"not an onnx graph")
             entry = {k: v for k, v in manifest["graphs"][stage].items() if k in ("stage", "opset", "inputs", "outputs")}
             error_field = "measured_error" if precision == "int8" else "predicted_error"
-            manifest["graphs"][f"{stage}.{precision}"] = file_entry(folder, file, precision, **entry,
+            manifest["graphs"][f"{stage}.{precision}"] = file_entry(folder, file, precision, **entry, **fields,
                                                                      **({error_field: error} if error else {}))
     manifest["verification"] = {**manifest.get("verification", {}), "precision": {"bars": bars}}
     write_manifest(folder, manifest)
@@ -111,6 +112,34 @@ def test_auto_never_takes_fp16_on_the_cpu(tiny_bundle, tmp_path):
     bundle = with_precisions(tiny_bundle, tmp_path, {"fp16": (WITHIN, "broken")})
     with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
         assert runtime.precision == "fp32"
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_eight_bit_int8_weights_run_only_where_onnx_runtime_is_exact(tiny_bundle, tmp_path, monkeypatch, saturates):
+    """On an x86 CPU without VNNI (saturates) the CPU backend refuses 8-bit weights in one line naming
+    the 7-bit calibration; 7-bit weights, and bundles from before the width was recorded (7), run anywhere."""
+    monkeypatch.setattr(precision_rules, "saturates_8bit_weights", lambda: saturates)
+    eight = with_precisions(tiny_bundle, tmp_path / "8", {"int8": (WITHIN, "copy")}, weight_bits=8)
+    if saturates:
+        with pytest.raises(BundleError, match=r"its int8 graphs have 8-bit weights, which ONNX Runtime's integer "
+                                              r"kernels saturate on this CPU \(x86 without VNNI\); make 7-bit ones "
+                                              rf"with: creps-calib --bundle {eight} --int8 --weight-bits 7$"):
+            Runtime(eight, backend="ort-cpu", precision="int8")
+    else:
+        with Runtime(eight, backend="ort-cpu", precision="int8") as runtime:
+            assert runtime.precision == "int8"
+    for folder in (with_precisions(tiny_bundle, tmp_path / "7", {"int8": (WITHIN, "copy")}, weight_bits=7),
+                   with_precisions(tiny_bundle, tmp_path / "old", {"int8": (WITHIN, "copy")})):
+        with Runtime(folder, backend="ort-cpu", precision="int8") as runtime:
+            assert runtime.precision == "int8"
+
+
+@pytest.mark.parametrize("bits", [9, "8", True, None])
+def test_a_weight_width_other_than_7_or_8_is_refused(tiny_bundle, tmp_path, bits):
+    bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "copy")}, weight_bits=bits)
+    with pytest.raises(BundleError, match=rf"int8 weight_bits {bits!r} in the manifest, not 7 or 8; re-run: "
+                                          rf"creps-calib --bundle {bundle} --int8$"):
+        Runtime(bundle, backend="ort-cpu", precision="int8")
 
 
 def test_a_precision_the_bundle_lacks_names_the_command_that_makes_it(tiny_bundle, tmp_path):
