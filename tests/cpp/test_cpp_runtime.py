@@ -22,6 +22,7 @@ from PIL import Image
 from creps import grid
 from creps.runtime import Runtime
 from creps.runtime.bundle import sha256_file
+from creps.runtime.cpu import saturates_8bit_weights
 from creps.runtime.cli import cli as python_cli
 from in_process import in_process
 
@@ -144,7 +145,19 @@ def damaged(bundle: Path, tmp_path: Path, how: str) -> Path:
         manifest.write_text(json.dumps(content))
     elif how == "missing-file":
         (copy / "pixels.onnx").unlink()
+    elif how.startswith("int8-bits-"):  # int8 entries (copies of the fp32 graphs) with weight_bits as named
+        with_int8(copy, json.loads(how.removeprefix("int8-bits-")))
     return copy
+
+
+def with_int8(folder: Path, weight_bits) -> None:
+    """Give the bundle int8 graphs: byte copies of its fp32 line and pixel graphs, recorded with `weight_bits`."""
+    content = json.loads((folder / "manifest.json").read_text())
+    for stage in ("lines", "pixels"):
+        shutil.copyfile(folder / f"{stage}.onnx", folder / f"{stage}.int8.onnx")
+        content["graphs"][f"{stage}.int8"] = {**content["graphs"][stage], "file": f"{stage}.int8.onnx",
+                                              "precision": "int8", "weight_bits": weight_bits}
+    (folder / "manifest.json").write_text(json.dumps(content))
 
 
 # What creps-run refuses, each with its own one line. Placeholders: OUT an empty folder, FILE a file,
@@ -161,6 +174,7 @@ BAD = [
     ["--seeds", "0,1", "--out", "FILE"], ["NO-OUT"],
     ["--bundle", "NOWHERE"], ["--bundle", "corrupt"], ["--bundle", "hash"], ["--bundle", "future"],
     ["--bundle", "missing-file"],
+    ["--bundle", "int8-bits-9", "--precision", "int8"], ["--bundle", "int8-bits-\"8\"", "--precision", "int8"],
     ["--seed", "3"], ["--bundle-dir", "x"], ["--qqq"], ["extra"], ["--seeds", "1", "--size"],  # command-line misuse
 ]
 
@@ -173,7 +187,7 @@ def test_bad_input_is_one_line_and_no_file(bundle, tmp_path, monkeypatch, capsys
     places = {"OUT": str(out), "FILE": str(tmp_path / "file"), "NOWHERE": str(tmp_path / "nowhere")}
     args = []
     for arg in bad:
-        if arg in ("corrupt", "hash", "future", "missing-file"):
+        if arg in ("corrupt", "hash", "future", "missing-file") or arg.startswith("int8-bits-"):
             arg = str(damaged(bundle, tmp_path, arg))
         for name, place in places.items():
             arg = arg.replace(name, place)
@@ -191,6 +205,23 @@ def test_bad_input_is_one_line_and_no_file(bundle, tmp_path, monkeypatch, capsys
         assert result.stderr.endswith("unreadable manifest")
     assert (result.returncode, result.stderr) == (1, want)
     assert files_under(out) == []
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_int8_weight_width_is_judged_as_python_judges_it(bundle, tmp_path, monkeypatch, capsys, bits):
+    """8-bit int8 weights run where ONNX Runtime's kernels are exact and are refused, in the same line,
+    where they saturate (creps.runtime.cpu); 7-bit ones run everywhere. Whichever this CPU is, both
+    runtimes decide alike and paint alike."""
+    folder = damaged(bundle, tmp_path, f"int8-bits-{bits}")
+    args = ["--bundle", str(folder), "--backend", "ort-cpu", "--precision", "int8", "--size", "13x7", "--seeds", "2"]
+    code, _, want = in_process(monkeypatch, capsys, python_cli, "creps-run", *args, "--out", str(tmp_path / "py.png"))
+    result = run_cpp(*args, "--out", tmp_path / "cpp.png", check=False)
+    if bits == 8 and saturates_8bit_weights():
+        assert code == 1 and "8-bit weights, which ONNX Runtime's integer kernels saturate" in want
+        assert (result.returncode, result.stderr) == (code, want)
+    else:  # (creps-run's progress bar on stderr is its own)
+        assert (code, result.returncode) == (0, 0), result.stderr
+        assert np.array_equal(read_png(tmp_path / "cpp.png"), read_png(tmp_path / "py.png"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

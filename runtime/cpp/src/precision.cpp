@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <vector>
 
 namespace creps::detail {
@@ -20,6 +22,40 @@ bool is_precision(const std::string& p) { return p == "fp32" || p == "fp16" || p
 
 std::string calib_command(const std::string& path, const std::string& precision) {
     return "creps-calib --bundle " + path + (precision == "int8" ? " --int8" : "");
+}
+
+// creps.runtime.cpu.saturates_8bit_weights: an x86 CPU whose first /proc/cpuinfo "flags" line has no VNNI flag.
+bool saturates_8bit_weights() {
+#if defined(__x86_64__) || defined(__i386__)
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+        std::string key = line.substr(0, line.find(':'));
+        key.erase(key.find_last_not_of(" \t") + 1);
+        if (key != "flags") continue;
+        std::istringstream flags(line.substr(line.find(':') + 1));
+        for (std::string flag; flags >> flag;)
+            if (flag == "avx512_vnni" || flag == "avx_vnni" || flag == "amx_int8") return false;
+        return true;
+    }
+    return true;
+#else
+    return false;
+#endif
+}
+
+// creps.runtime.precision.int8_weight_bits: the int8 graphs' weight width (7 where none is recorded).
+int int8_weight_bits(const Bundle& bundle) {
+    int widest = 7;
+    for (const char* stage : REDUCED_STAGES) {
+        const ojson& entry = bundle.manifest["graphs"][graph_key(stage, "int8")];
+        ojson bits = entry.contains("weight_bits") ? entry["weight_bits"] : ojson(7);
+        if (!bits.is_number_integer() || (bits.get<int>() != 7 && bits.get<int>() != 8))
+            throw BundleError(bundle.path + ": int8 weight_bits " + py_repr(bits) +
+                              " in the manifest, not 7 or 8; re-run: " + calib_command(bundle.path, "int8"));
+        widest = std::max(widest, bits.get<int>());
+    }
+    return widest;
 }
 
 std::vector<std::string> present(const Bundle& bundle) {
@@ -104,6 +140,10 @@ std::string choose_precision(const Bundle& bundle, const std::string& backend, c
     if (!has(requested))
         throw BundleError(bundle.path + " has no " + requested + " graphs (it has: " + joined(have) +
                           "); make them with: " + calib_command(bundle.path, requested));
+    if (requested == "int8" && backend == "ort-cpu" && int8_weight_bits(bundle) > 7 && saturates_8bit_weights())
+        throw BundleError(bundle.path + ": its int8 graphs have 8-bit weights, which ONNX Runtime's integer kernels "
+                          "saturate on this CPU (x86 without VNNI); make 7-bit ones with: " +
+                          calib_command(bundle.path, "int8") + " --weight-bits 7");
     return requested;
 }
 
