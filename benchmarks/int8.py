@@ -6,7 +6,9 @@ benchmarks/precision.py makes it: with creps-bench's plain random init 99.7% of 
 uint8 pixels are 0 or 255, so any error hides) the FP32 bundle is exported, then
 creps-calib's INT8 search runs once (calib/sensitivity.py: per-layer range method among
 --methods and SmoothQuant strength, the layers in order of error per multiply-add, the
-curve; weights --weight-bits wide, by default as creps-calib picks them here). Points of the
+curve; weights --weight-bits wide, by default as creps-calib picks them here; INT8 only in
+the stages --int8-stages names, by default as creps-calib: those whose INT8 graph runs
+faster here, calib/speed.py). Points of the
 curve (every layer INT8, and the plans for each --targets value) are written as Q/DQ
 graphs and run through the runtime (creps.runtime.Runtime with OrtBackend, the same
 session options and threads as FP32: a copy of the bundle whose manifest names the INT8
@@ -40,7 +42,8 @@ from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
 from creps.bench import StageTimer, cpu, timed, uint8_error  # noqa: E402
-from creps.calib import int8, sensitivity  # noqa: E402
+from creps.calib import int8, sensitivity, speed  # noqa: E402
+from creps.calib.cli import parse_stages  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import Job  # noqa: E402
 from creps.cli import SEEDS, entry_point  # noqa: E402
@@ -138,15 +141,19 @@ def measure_point(fp32: Runtime, view: Path, seeds, calibration_seeds: set[int],
 
 
 def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int, weight_bits: int,
-              methods: tuple[str, ...]) -> dict:
+              methods: tuple[str, ...], stages: tuple[str, ...] | None) -> dict:
     G = model(name)
     jobs = (Job(0, 1.0, 512, 512), Job(1, 0.7, 2048, 512))  # creps-calib's default jobs
     with tempfile.TemporaryDirectory() as tmp:
         bundle = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
         activation = activation_form_models(read_bundle(bundle), G)
+        exported = load_models(read_bundle(bundle))
+        timings = None
+        if stages is None:  # as creps-calib: the stages INT8 makes faster here
+            stages, timings = speed.fast_stages(exported, activation, weight_bits, jobs[0])
         start = time.perf_counter()
         found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, weight_bits, int8.plan_jobs(jobs),
-                                   methods)
+                                   methods, stages)
         search_seconds = time.perf_counter() - start
         points = {"every layer int8": len(found.order)}
         points.update({f"target {t:g} dB": found.longest(t) for t in targets})
@@ -154,13 +161,15 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int,
         with Runtime(bundle, backend=StageTimer(OrtBackend(read_bundle(bundle), threads))) as fp32:
             fp32.generate(0, (64, 64))
             for label, k in points.items():
-                graphs = int8.with_float_stages(found.graphs(k), load_models(read_bundle(bundle)))
+                graphs = int8.with_float_stages(found.graphs(k), exported)
                 view = int8_view(bundle, graphs, Path(tmp) / f"int8-{k}")
-                results[label] = {"int8_layers": k, "float_layers": [f"{s}/{n}" for s, n in found.order[k:]],
+                results[label] = {"int8_layers": k,
+                                  "float_layers": [f"{s}/{n}" for s, n in found.order[k:] + found.excluded],
                                   "kernels": kernels(graphs, view),
                                   **measure_point(fp32, view, seeds, {j.seed for j in jobs}, threads, repeats)}
                 log_point(name, label, results[label])
-    return {"search_seconds": search_seconds, "options_tried": found.tried, "sensitivity": found.table,
+    return {"int8_stages": list(stages), "stage_speed": timings,
+            "search_seconds": search_seconds, "options_tried": found.tried, "sensitivity": found.table,
             "curve": found.curve, "points": results}
 
 
@@ -187,13 +196,17 @@ def log_point(model_name: str, label: str, point: dict) -> None:
               help="The weights' width (auto: 8 where this CPU's integer kernels run it exactly, as creps-calib).")
 @click.option("--methods", default=",".join(sensitivity.SEARCH_METHODS), show_default=True,
               help=f"Activation range methods each layer picks from ({', '.join(int8.METHODS)}).")
-def main(models, targets, seeds, threads, repeats, probe, weight_bits, methods) -> dict:
+@click.option("--int8-stages", default="auto", show_default=True,
+              help="Stages whose layers may be INT8 (lines, pixels, or both, comma-separated); auto: as creps-calib, "
+                   "those whose INT8 graph runs faster here.")
+def main(models, targets, seeds, threads, repeats, probe, weight_bits, methods, int8_stages) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     for noisy in ("onnx_ir", "onnxscript", "root"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     targets = [float(t) for t in targets.split(",") if t]
     weight_bits = exact_weight_bits() if weight_bits == "auto" else int(weight_bits)
     methods = tuple(m for m in methods.split(",") if m)
+    stages = None if int8_stages == "auto" else parse_stages(int8_stages)
     unknown = sorted(set(methods) - set(int8.METHODS))
     if unknown or not methods:
         raise click.BadParameter(f"{','.join(unknown) or 'nothing'}: choose from {', '.join(int8.METHODS)}",
@@ -206,7 +219,8 @@ def main(models, targets, seeds, threads, repeats, probe, weight_bits, methods) 
               "error": "uint8 images of the INT8 runtime against the FP32 runtime's: PSNR peak 255, max abs in "
                        "levels, share of pixels changed; worst over seeds x psis", "models": {}}
     for name in models.split(","):
-        report["models"][name] = run_model(name, targets, seeds, threads, repeats, probe, weight_bits, methods)
+        report["models"][name] = run_model(name, targets, seeds, threads, repeats, probe, weight_bits, methods,
+                                           stages)
     click.echo(json.dumps({m: {p: [(r["size"], r["uint8_psnr_db"], round(r["speedup"], 2)) for r in v["sizes"]]
                                for p, v in d["points"].items()} for m, d in report["models"].items()}))
     return report

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from creps.calib import fp16, int8, qdq
+from creps.calib import fp16, int8, qdq, speed
 from creps.calib.bars import PRECISION_BARS, psnr_key, shortfalls
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
 from creps.errors import BundleError, CrepsError
@@ -106,7 +106,7 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                      source: str | os.PathLike | None = None, keep_below_bar: bool = False,
                      target_psnr: float | None = PRECISION_BARS["int8"][psnr_key("int8")],
                      range_seeds: int = int8.RANGE_SEEDS, plan_seeds: int = int8.PLAN_SEEDS,
-                     weight_bits: int = 7) -> dict:
+                     weight_bits: int = 7, int8_stages: tuple[str, ...] | None = None) -> dict:
     """Write the requested FP16 / INT8 graphs into the bundle; returns the report.
 
     `jobs` drive the FP16 analysis and the INT8 calibration; the error against FP32 is
@@ -114,7 +114,8 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
     PRECISION_BARS. INT8 keeps in float the fewest layers that hold the images' uint8 PSNR
     at `target_psnr` (None: every layer INT8), its activation ranges taken from the jobs and
     `range_seeds` more latents, the plan checked on `plan_seeds` more, its weights
-    `weight_bits` wide (recorded: runtime/cpu.py says where 8 bits run exactly). A stage
+    `weight_bits` wide (recorded: runtime/cpu.py says where 8 bits run exactly), INT8 only in
+    `int8_stages` (None: the stages INT8 makes faster on this CPU, calib/speed.py). A stage
     the plan keeps wholly in float gets its FP32 graph as its int8 graph. `source` is the checkpoint `G` came from: refused unless it is the
     bundle's. Everything that can be refused is, before the long work or before writing.
     """
@@ -138,8 +139,14 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                             "predicted_error": predicted["worst"]}))
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
+        timings = None
+        if int8_stages is None:
+            int8_stages, timings = speed.fast_stages(models, activation, weight_bits, jobs[0])
+            log.info("int8: INT8 is faster here in %s (%s)", ", ".join(int8_stages) or "no stage",
+                     ", ".join(f"{s} x{t['speedup']:.2f}" for s, t in timings.items()))
         quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr, range_seeds=range_seeds,
-                                              plan_seeds=plan_seeds, weight_bits=weight_bits)
+                                              plan_seeds=plan_seeds, weight_bits=weight_bits, stages=int8_stages)
+        int8_plan["stage_speed"] = timings
         quantized = int8.with_float_stages(quantized, models)
         measured = int8.measure(activation, quantized, error_jobs)
         judge("int8", measured["worst"], bundle, keep_below_bar)

@@ -13,9 +13,11 @@ images on the worst job miss the precision bar against fp32 are refused (--force
 them, with a warning): {bars}. Graphs with NaN or Inf in their images are always refused.
 
 INT8 measures each layer's error contribution and keeps in float the least work (the layers
-with the most error per multiply-add) that holds the images' uint8 PSNR at --target-psnr (the int8 bar's by
-default; 0 puts every layer in INT8) on the sample jobs and --plan-seeds more latents;
-the plan and the layers kept in float go into the manifest.
+with the most error per multiply-add) that holds the images' uint8 PSNR at --target-psnr
+(the int8 bar's by default; 0 puts every layer of those stages in INT8) on the sample jobs
+and --plan-seeds more latents, in the stages whose INT8 runs faster on this CPU
+(--int8-stages names them instead, e.g. for TensorRT); the plan and the layers kept in
+float go into the manifest.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ def jobs_from(seeds: list[int], psis: list[float], sizes: list[tuple[int, int]])
     from creps.calib.samples import Job
 
     return tuple(Job(seed, psis[i % len(psis)], *sizes[i % len(sizes)]) for i, seed in enumerate(seeds))
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    from creps.runtime.precision import REDUCED_STAGES
+
+    named = [p.strip() for p in text.split(",")]
+    if not named or any(p not in REDUCED_STAGES for p in named):
+        raise click.BadParameter(f"{text!r}: give auto, or stages from {', '.join(REDUCED_STAGES)}, comma-separated",
+                                 param_hint="--int8-stages")
+    return tuple(s for s in REDUCED_STAGES if s in named)
 
 
 def parse_floats(text: str) -> list[float]:
@@ -71,13 +83,17 @@ def parse_floats(text: str) -> list[float]:
               help="INT8: the weights' width. 8 runs exactly on TensorRT and on CPUs with VNNI or Arm dot products; "
                    "ONNX Runtime on x86 CPUs without VNNI saturates it and runs only 7 (and refuses 8-bit graphs "
                    "there); auto: 8 where this CPU runs it exactly, else 7.")
+@click.option("--int8-stages", default="auto", show_default=True,
+              help="INT8: the stages whose layers may be INT8 (lines, pixels, or lines,pixels); auto: those whose "
+                   "INT8 graph runs faster than FP32 on this CPU with ONNX Runtime (name both for TensorRT).")
 @click.option("--force", is_flag=True, help="Keep graphs whose error misses the precision bar (with a warning).")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), help="Also write the report as JSON here.")
-def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, plan_seeds, weight_bits, force,
-        report):
+def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_seeds, plan_seeds, weight_bits,
+        int8_stages, force, report):
     if not (fp16 or int8):
         raise CrepsError("nothing to do: pass --fp16 and/or --int8")
     sizes = [SIZE.convert(s, None, None) for s in sizes.split(",")]
+    stages = None if int8_stages == "auto" else parse_stages(int8_stages)
     jobs = jobs_from(seeds, parse_floats(psis), sizes)
     G = None
     if int8 and network is not None:  # only INT8 of folded graphs reads the checkpoint
@@ -92,7 +108,7 @@ def cli(bundle_dir, fp16, int8, network, seeds, psis, sizes, target_psnr, range_
 
     result = calibrate_bundle(bundle_dir, fp16, int8, G, jobs, source=network if G else None, keep_below_bar=force,
                               target_psnr=target_psnr, range_seeds=range_seeds, plan_seeds=plan_seeds,
-                              weight_bits=weight_bits)
+                              weight_bits=weight_bits, int8_stages=stages)
     for kind, key in (("fp16", "predicted_error"), ("int8", "measured_error")):
         if kind in result:
             err = result[kind][key]["worst"]

@@ -133,6 +133,7 @@ class Search:
     ranges: dict[str, dict[str, float]]
     weight_bits: int
     order: list[tuple[str, str]]
+    excluded: list[tuple[str, str]]  # the layers of stages not given INT8, always float
     table: list[dict]
     tried: list[dict]
     curve: list[dict]
@@ -158,12 +159,14 @@ class Search:
 
 def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...],
            probe: int, weight_bits: int, plan_jobs: tuple[Job, ...] = (),
-           methods: tuple[str, ...] | None = None) -> Search:
+           methods: tuple[str, ...] | None = None, stages: tuple[str, ...] = int8.INT8_STAGES) -> Search:
     """Steps 1 and 2 of the module docstring, with `weight_bits`-wide weights, each layer's range
     by the best of `methods` (calib/int8.py METHODS; default SEARCH_METHODS: benchmarks/int8.py
     --methods re-measures the others). Ranges come from `range_jobs` (`jobs` on their probes,
     then many latents on small probes: a range must hold for seeds it never saw); the solo
-    errors and the curve are the worst over `jobs`' probes and `plan_jobs`' (PLAN_PROBE)."""
+    errors and the curve are the worst over `jobs`' probes and `plan_jobs`' (PLAN_PROBE). Only
+    the layers of `stages` go into the order (calib/speed.py: where INT8 is faster); the others
+    are measured for the table and stay float."""
     feeds = int8.calibration_feeds(models, range_jobs[:len(jobs)], probe)
     more = int8.calibration_feeds(models, range_jobs[len(jobs):], int8.RANGE_PROBE)
     feeds = {s: feeds[s] + more[s] for s in feeds}
@@ -207,7 +210,9 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
               for s in int8.INT8_STAGES}
     pipeline = Switched(final, layers, ranges, weight_bits)
     macs = work(final, layers, stats, jobs[0], probe)
-    order = sorted(keys, key=lambda key: harm(solo[key][best[key]]) / max(macs[key], 1.0))
+    ranked = sorted(keys, key=lambda key: harm(solo[key][best[key]]) / max(macs[key], 1.0))
+    order = [key for key in ranked if key[0] in stages]
+    excluded = [key for key in ranked if key[0] not in stages]
     curve, on = [], set()
     for key in tqdm(order, desc="int8 plan", unit="layer", leave=False):
         on.add(key)
@@ -216,24 +221,25 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
               "migration": folds[s].get(name), "method": best[(s, name)][1],
               "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
               "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"], "macs": macs[(s, name)]}
-             for s, name in order]
-    return Search(final, layers, ranges, weight_bits, order, table, tried, curve)
+             for s, name in order + excluded]
+    return Search(final, layers, ranges, weight_bits, order, excluded, table, tried, curve)
 
 
 def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...], probe: int,
-         target_psnr: float | None, weight_bits: int,
-         plan_jobs: tuple[Job, ...] = ()) -> tuple[dict[str, onnx.ModelProto], dict]:
-    """(Q/DQ line and pixel graphs, the report: options tried, per-layer sensitivity, curve, float layers)."""
-    found = search(models, jobs, range_jobs, probe, weight_bits, plan_jobs)
+         target_psnr: float | None, weight_bits: int, plan_jobs: tuple[Job, ...] = (),
+         stages: tuple[str, ...] = int8.INT8_STAGES) -> tuple[dict[str, onnx.ModelProto], dict]:
+    """(Q/DQ line and pixel graphs, the report: options tried, per-layer sensitivity, curve, float
+    layers), INT8 only in `stages`."""
+    found = search(models, jobs, range_jobs, probe, weight_bits, plan_jobs, stages=stages)
     k = found.longest(target_psnr)
-    float_layers = [f"{s}/{name}" for s, name in found.order[k:]]
+    float_layers = [f"{s}/{name}" for s, name in found.order[k:] + found.excluded]
     in_float = sum(row["macs"] for row in found.table[k:]) / max(sum(row["macs"] for row in found.table), 1.0)
     report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe, "weight_bits": weight_bits,
-              "float_work_share": in_float,
+              "int8_stages": list(stages), "float_work_share": in_float,
               "plan_jobs": [j.to_dict() for j in plan_jobs], "plan_probe": int8.PLAN_PROBE,
               "options_tried": found.tried,
               "sensitivity": [{**row, "int8": i < k} for i, row in enumerate(found.table)],
-              "curve": found.curve, "int8_layers": k, "layers": len(found.order), "float_layers": float_layers}
+              "curve": found.curve, "int8_layers": k, "layers": len(found.table), "float_layers": float_layers}
     log.info("int8 plan: %d of %d layers in INT8 (target %s dB), %.1f%% of the work in float: %s", k,
-             len(found.order), target_psnr, 100 * in_float, ", ".join(float_layers) or "none")
+             len(found.table), target_psnr, 100 * in_float, ", ".join(float_layers) or "none")
     return found.graphs(k), report

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from creps.calib import bars, cli, fp16, sensitivity
+from creps.calib import bars, cli, fp16, sensitivity, speed
 from creps.checkpoint import save_checkpoint
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
 from creps.runtime.cpu import exact_weight_bits
@@ -58,6 +58,9 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
                                                   for name in graphs[f"{s}.int8"]["float_layers"])
     assert f"kept in float: {', '.join(plan['float_layers']) or 'none'}" in done.stdout
     assert f"with {exact_weight_bits()}-bit weights" in done.stdout and "% of the work in float" in done.stdout
+    # --int8-stages auto: the stages timed here, and INT8 only in those INT8 made faster.
+    assert set(plan["stage_speed"]) == {"lines", "pixels"}
+    assert plan["int8_stages"] == [s for s, t in plan["stage_speed"].items() if t["speedup"] >= speed.MIN_SPEEDUP]
 
 
 def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_checkpoint, monkeypatch, capsys):
@@ -80,6 +83,7 @@ def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_chec
     (["--bundle", ".", "--no-fp16"], "nothing to do"),
     (["--bundle", ".", "--sizes", "12xq"], "size"),
     (["--bundle", ".", "--trunc", "a,b"], "comma-separated"),
+    (["--bundle", ".", "--int8", "--int8-stages", "lines,mapping"], "--int8-stages"),
 ])
 def test_bad_input_is_one_line(args, message):
     done = calib(*args)

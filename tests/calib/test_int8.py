@@ -111,6 +111,17 @@ def test_a_target_keeps_the_least_work_float(every_layer, activation_models):
     assert measured["uint8_psnr_db"] >= target + MARGIN_DB
 
 
+def test_only_the_stages_given_get_int8_layers(activation_models):
+    quantized, plan = int8.calibrate(activation_models, JOBS, probe=PROBE, target_psnr=None, range_seeds=2,
+                                     plan_seeds=0, stages=("lines",))
+    pixel_layers = [f"pixels/{layer.name}" for layer in qdq.layers(activation_models["pixels"], "pixels")]
+    assert plan["int8_stages"] == ["lines"] and qdq.summary(quantized["pixels"])["int8_layers"] == 0
+    assert sorted(plan["float_layers"]) == sorted(pixel_layers)
+    assert plan["int8_layers"] == qdq.summary(quantized["lines"])["int8_layers"] == plan["layers"] - len(pixel_layers)
+    assert all(c["added"].startswith("lines/") for c in plan["curve"])
+    assert {row["stage"] for row in plan["sensitivity"]} == {"lines", "pixels"}  # every layer measured
+
+
 def session(model):
     options = ort.SessionOptions()  # as the runtime's: every graph optimisation (integer kernels)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -1,0 +1,82 @@
+"""Whether INT8 makes a stage faster on this CPU, measured: the INT8 plan quantizes only the stages where it does.
+
+ONNX Runtime's integer kernels win where the layers are wide: the line stage's 1024-wide
+MatMuls ran 3x faster in INT8 on a Zen 4 with VNNI. The pixel stage's layers are 32-128
+wide, and each INT8 layer adds a quantize pass over its input and loses the Gemm's fused
+bias and activation, while its INT8 graph needs the slower activation modulation form: on
+the published configuration INT8 pixel stages ran 0.8-1.0x FP32, and their layers only
+spent the error budget. So each stage's INT8 graph (every layer in INT8) is timed against
+its exported FP32 graph as the ONNX Runtime CPU backend runs them (every graph
+optimisation, one thread per call) on one call of the runtime's default size (a line
+chunk, a pixel tile), best of `REPEATS`. The values do not change the speed, so the INT8
+graphs are timed before the search, with unit ranges. The timing is of this CPU: plans for
+TensorRT name their stages (creps-calib --int8-stages).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+
+from creps.calib import qdq
+from creps.calib.samples import Job, StageRunner
+from creps.runtime.precision import REDUCED_STAGES
+from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
+
+MIN_SPEEDUP = 1.05  # below it a stage stays float: INT8 there costs error and saves (next to) nothing
+REPEATS = 5
+
+
+def runtime_session(model: onnx.ModelProto):
+    """An ONNX Runtime CPU session with the CPU backend's options for one call (runtime/backends.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def best_seconds(session, feeds: dict) -> float:
+    session.run(None, feeds)  # arenas and kernels warm
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],
+                   job: Job) -> dict[str, dict]:
+    """Per stage, {"fp32_seconds", "int8_seconds", "speedup"} of one runtime-sized call of `job`'s
+    latent: DEFAULT_LINES lines (half rows, half columns), a DEFAULT_TILE pixel tile."""
+    runner = StageRunner(exported)
+    ws = runner.ws(job)
+    width, height = DEFAULT_TILE
+    half = np.linspace(0.0, 1.0, DEFAULT_LINES // 2, dtype=np.float32)
+    cols, rows = runner.lines(ws, half[:height], half[:width])
+    feeds = {"lines": {"ws": ws, "ys": half, "xs": half}, "pixels": {"ws": ws, "cols": cols, "rows": rows}}
+    found = {}
+    for stage in REDUCED_STAGES:
+        fp32 = best_seconds(runtime_session(exported[stage]), feeds[stage])
+        int8 = best_seconds(runtime_session(quantized[stage]), feeds[stage])
+        found[stage] = {"fp32_seconds": fp32, "int8_seconds": int8, "speedup": fp32 / int8}
+    return found
+
+
+def fast_stages(exported: dict[str, onnx.ModelProto], activation: dict[str, onnx.ModelProto], weight_bits: int,
+                job: Job) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """(the stages whose every-layer INT8 graph is at least MIN_SPEEDUP times faster than the
+    exported FP32 one here, the timings per stage)."""
+    quantized = {}
+    for stage in REDUCED_STAGES:
+        layers = qdq.layers(activation[stage], stage)
+        unit = {name: 1.0 for layer in layers for name in layer.activations}
+        quantized[stage] = qdq.with_qdq(activation[stage], layers, unit, weight_bits)
+    timings = stage_speedups(exported, quantized, job)
+    return tuple(s for s in REDUCED_STAGES if timings[s]["speedup"] >= MIN_SPEEDUP), timings
