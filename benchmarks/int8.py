@@ -7,8 +7,8 @@ uint8 pixels are 0 or 255, so any error hides) the FP32 bundle is exported, then
 creps-calib's INT8 search runs once (calib/sensitivity.py: per-layer range method among
 --methods and SmoothQuant strength, the layers in order of error per multiply-add, the
 curve; weights --weight-bits wide, by default as creps-calib picks them here; INT8 only in
-the stages --int8-stages names, by default as creps-calib: those whose INT8 graph runs
-faster here, calib/speed.py). Points of the
+the stages --int8-stages names, by default as creps-calib: those whose planned INT8 graph
+runs faster here, calib/speed.py). Points of the
 curve (every layer INT8, and the plans for each --targets value) are written as Q/DQ
 graphs and run through the runtime (creps.runtime.Runtime with OrtBackend, the same
 session options and threads as FP32: a copy of the bundle whose manifest names the INT8
@@ -42,7 +42,7 @@ from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
 from creps.bench import StageTimer, cpu, timed, uint8_error  # noqa: E402
-from creps.calib import int8, sensitivity, speed  # noqa: E402
+from creps.calib import int8, sensitivity  # noqa: E402
 from creps.calib.cli import parse_stages  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
 from creps.calib.samples import Job  # noqa: E402
@@ -148,29 +148,29 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int,
         bundle = export_bundle(G, Path(tmp) / "bundle", verify=False, progress=True)
         activation = activation_form_models(read_bundle(bundle), G)
         exported = load_models(read_bundle(bundle))
-        timings = None
-        if stages is None:  # as creps-calib: the stages INT8 makes faster here
-            stages, timings = speed.fast_stages(exported, activation, weight_bits, jobs[0])
         start = time.perf_counter()
-        found = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, weight_bits, int8.plan_jobs(jobs),
-                                   methods, stages)
+        searched = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, weight_bits,
+                                      int8.plan_jobs(jobs), methods, stages or int8.INT8_STAGES)
         search_seconds = time.perf_counter() - start
-        points = {"every layer int8": len(found.order)}
-        points.update({f"target {t:g} dB": found.longest(t) for t in targets})
+        # Each point: (its search, k, stage timings); the targets settle as creps-calib does (auto: with timing).
+        points = {"every layer int8": (searched, len(searched.order), None)}
+        points.update({f"target {t:g} dB": searched.settle(t, exported if stages is None else None, jobs[0])
+                       for t in targets})
         results = {}
         with Runtime(bundle, backend=StageTimer(OrtBackend(read_bundle(bundle), threads))) as fp32:
             fp32.generate(0, (64, 64))
-            for label, k in points.items():
+            for label, (found, k, timings) in points.items():
                 graphs = int8.with_float_stages(found.graphs(k), exported)
-                view = int8_view(bundle, graphs, Path(tmp) / f"int8-{k}")
+                view = int8_view(bundle, graphs, Path(tmp) / f"int8-{len(results)}")
                 results[label] = {"int8_layers": k,
                                   "float_layers": [f"{s}/{n}" for s, n in found.order[k:] + found.excluded],
+                                  "int8_stages": sorted({s for s, _ in found.order[:k]}), "stage_speed": timings,
+                                  "curve": found.curve if found is not searched else None,
                                   "kernels": kernels(graphs, view),
                                   **measure_point(fp32, view, seeds, {j.seed for j in jobs}, threads, repeats)}
                 log_point(name, label, results[label])
-    return {"int8_stages": list(stages), "stage_speed": timings,
-            "search_seconds": search_seconds, "options_tried": found.tried, "sensitivity": found.table,
-            "curve": found.curve, "points": results}
+    return {"search_seconds": search_seconds, "options_tried": searched.tried, "sensitivity": searched.table,
+            "curve": searched.curve, "points": results}
 
 
 def log_point(model_name: str, label: str, point: dict) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from creps.calib import fp16, int8, qdq, speed
+from creps.calib import fp16, int8, qdq
 from creps.calib.bars import PRECISION_BARS, psnr_key, shortfalls
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
 from creps.errors import BundleError, CrepsError
@@ -115,7 +115,7 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
     at `target_psnr` (None: every layer INT8), its activation ranges taken from the jobs and
     `range_seeds` more latents, the plan checked on `plan_seeds` more, its weights
     `weight_bits` wide (recorded: runtime/cpu.py says where 8 bits run exactly), INT8 only in
-    `int8_stages` (None: the stages INT8 makes faster on this CPU, calib/speed.py). A stage
+    `int8_stages` (None: those whose planned INT8 graph runs faster on this CPU, calib/speed.py). A stage
     the plan keeps wholly in float gets its FP32 graph as its int8 graph. `source` is the checkpoint `G` came from: refused unless it is the
     bundle's. Everything that can be refused is, before the long work or before writing.
     """
@@ -139,14 +139,10 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
                             "predicted_error": predicted["worst"]}))
         report["fp16"] = {"plan": plan.summary(), "predicted_error": predicted}
     if int8_graphs:
-        timings = None
-        if int8_stages is None:
-            int8_stages, timings = speed.fast_stages(models, activation, weight_bits, jobs[0])
-            log.info("int8: INT8 is faster here in %s (%s)", ", ".join(int8_stages) or "no stage",
-                     ", ".join(f"{s} x{t['speedup']:.2f}" for s, t in timings.items()))
         quantized, int8_plan = int8.calibrate(activation, jobs, target_psnr=target_psnr, range_seeds=range_seeds,
-                                              plan_seeds=plan_seeds, weight_bits=weight_bits, stages=int8_stages)
-        int8_plan["stage_speed"] = timings
+                                              plan_seeds=plan_seeds, weight_bits=weight_bits,
+                                              stages=int8_stages or int8.INT8_STAGES,
+                                              exported=models if int8_stages is None else None)
         quantized = int8.with_float_stages(quantized, models)
         measured = int8.measure(activation, quantized, error_jobs)
         judge("int8", measured["worst"], bundle, keep_below_bar)

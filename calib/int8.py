@@ -153,16 +153,18 @@ def plan_jobs(jobs: tuple[Job, ...], count: int = PLAN_SEEDS) -> tuple[Job, ...]
 def calibrate(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...] = DEFAULT_JOBS,
               probe: int = CALIBRATION_PROBE, target_psnr: float | None = None,
               range_seeds: int = RANGE_SEEDS, plan_seeds: int = PLAN_SEEDS,
-              weight_bits: int = 7, stages: tuple[str, ...] = INT8_STAGES) -> tuple[dict, dict]:
+              weight_bits: int = 7, stages: tuple[str, ...] = INT8_STAGES,
+              exported: dict[str, onnx.ModelProto] | None = None) -> tuple[dict, dict]:
     """(Q/DQ graphs of the line and pixel stages, the plan's report), planned so that the
     image's uint8 PSNR stays >= `target_psnr` (None: every layer INT8) on the jobs' probes
     and on `plan_seeds` more latents' (PLAN_PROBE); activation ranges from the jobs and
     `range_seeds` more latents; weights `weight_bits` wide (calib/qdq.py WEIGHT_BITS: 7 runs
-    exactly everywhere); INT8 only in `stages` (the others stay float)."""
+    exactly everywhere); INT8 only in `stages`, and with `exported` (the bundle's FP32 graphs)
+    only in those whose planned INT8 graph runs faster on this CPU (calib/speed.py)."""
     from creps.calib.sensitivity import plan
 
     return plan(models, jobs, range_jobs(jobs, range_seeds), probe, target_psnr, weight_bits,
-                plan_jobs(jobs, plan_seeds), stages)
+                plan_jobs(jobs, plan_seeds), stages, exported)
 
 
 def with_float_stages(quantized: dict[str, onnx.ModelProto], exported: dict[str, onnx.ModelProto]) -> dict:

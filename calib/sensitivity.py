@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 from tqdm import tqdm
 
-from creps.calib import int8, qdq, smooth
+from creps.calib import int8, qdq, smooth, speed
 from creps.calib.samples import Job, StageRunner, compare, worst
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def stage_layers_and_stats(models: dict, feeds: dict) -> tuple[dict, dict]:
 @dataclass
 class Search:
     """What the measurements found: the migrated graphs, their layers and ranges, the weights'
-    width, the layers in INT8 order (least error per multiply-add first), the per-layer table,
-    the options tried and the curve."""
+    width, the layers in INT8 order (least error per multiply-add first) and those left out,
+    each layer's row of the table, the options tried, the curve, and what remakes the curve."""
 
     models: dict[str, onnx.ModelProto]
     layers: dict[str, list[qdq.Layer]]
@@ -134,9 +134,31 @@ class Search:
     weight_bits: int
     order: list[tuple[str, str]]
     excluded: list[tuple[str, str]]  # the layers of stages not given INT8, always float
-    table: list[dict]
+    rows: dict[tuple[str, str], dict]
     tried: list[dict]
-    curve: list[dict]
+    pipeline: Switched
+    probes: Probe
+    curve: list[dict] = field(default_factory=list)
+
+    @property
+    def table(self) -> list[dict]:
+        return [self.rows[key] for key in self.order + self.excluded]
+
+    def remake_curve(self) -> None:
+        """The image error of the first k layers of the order in INT8 together, for every k."""
+        curve, on = [], set()
+        for key in tqdm(self.order, desc="int8 plan", unit="layer", leave=False):
+            on.add(key)
+            curve.append({"int8_layers": len(on), "added": f"{key[0]}/{key[1]}",
+                          **self.probes.error(self.pipeline, on)})
+        self.curve = curve
+
+    def without(self, stages: set[str]) -> Search:
+        """The search with `stages`' layers out of the order (always float), its curve remade."""
+        out = replace(self, order=[k for k in self.order if k[0] not in stages],
+                      excluded=self.excluded + [k for k in self.order if k[0] in stages])
+        out.remake_curve()
+        return out
 
     def graphs(self, k: int) -> dict[str, onnx.ModelProto]:
         """Q/DQ line and pixel graphs with the first `k` layers of the order in INT8 (checked by the rules)."""
@@ -155,6 +177,27 @@ class Search:
         goal = target_psnr + MARGIN_DB
         return max([0] + [c["int8_layers"] for c in self.curve
                           if c["uint8_psnr_db"] is None or c["uint8_psnr_db"] >= goal])
+
+    def settle(self, target_psnr: float | None, exported: dict[str, onnx.ModelProto] | None,
+               job: Job) -> tuple[Search, int, dict | None]:
+        """(the search, k, the stage timings): the longest prefix holding the target, where each
+        stage with INT8 layers runs at least speed.MIN_SPEEDUP times its exported FP32 graph on
+        this CPU (calib/speed.py); a stage that does not leaves the order and the curve is remade,
+        so its error budget goes to the others. `exported` None: no timing, every stage kept."""
+        found = self
+        while True:
+            k = found.longest(target_psnr)
+            if exported is None:
+                return found, k, None
+            timings = speed.stage_speedups(exported, int8.with_float_stages(found.graphs(k), exported), job)
+            chosen = {s for s, _ in found.order[:k]}
+            slow = {s for s in {s for s, _ in found.order} if s not in chosen
+                    or timings[s]["speedup"] < speed.MIN_SPEEDUP}
+            if not slow or not found.order:
+                return found, k, timings
+            log.info("int8: %s out of the plan (INT8 at %s)", ", ".join(sorted(slow)),
+                     ", ".join(f"{s} x{timings[s]['speedup']:.2f}" for s in sorted(slow)))
+            found = found.without(slow)
 
 
 def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...],
@@ -211,31 +254,31 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
     pipeline = Switched(final, layers, ranges, weight_bits)
     macs = work(final, layers, stats, jobs[0], probe)
     ranked = sorted(keys, key=lambda key: harm(solo[key][best[key]]) / max(macs[key], 1.0))
-    order = [key for key in ranked if key[0] in stages]
-    excluded = [key for key in ranked if key[0] not in stages]
-    curve, on = [], set()
-    for key in tqdm(order, desc="int8 plan", unit="layer", leave=False):
-        on.add(key)
-        curve.append({"int8_layers": len(on), "added": f"{key[0]}/{key[1]}", **probes.error(pipeline, on)})
-    table = [{"stage": s, "layer": name, "op": ops[(s, name)], "alpha": best[(s, name)][0],
-              "migration": folds[s].get(name), "method": best[(s, name)][1],
-              "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
-              "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"], "macs": macs[(s, name)]}
-             for s, name in order + excluded]
-    return Search(final, layers, ranges, weight_bits, order, excluded, table, tried, curve)
+    rows = {(s, name): {"stage": s, "layer": name, "op": ops[(s, name)], "alpha": best[(s, name)][0],
+                        "migration": folds[s].get(name), "method": best[(s, name)][1],
+                        "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
+                        "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"], "macs": macs[(s, name)]}
+            for s, name in ranked}
+    found = Search(final, layers, ranges, weight_bits, [k for k in ranked if k[0] in stages],
+                   [k for k in ranked if k[0] not in stages], rows, tried, pipeline, probes)
+    found.remake_curve()
+    return found
 
 
 def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: tuple[Job, ...], probe: int,
          target_psnr: float | None, weight_bits: int, plan_jobs: tuple[Job, ...] = (),
-         stages: tuple[str, ...] = int8.INT8_STAGES) -> tuple[dict[str, onnx.ModelProto], dict]:
+         stages: tuple[str, ...] = int8.INT8_STAGES,
+         exported: dict[str, onnx.ModelProto] | None = None) -> tuple[dict[str, onnx.ModelProto], dict]:
     """(Q/DQ line and pixel graphs, the report: options tried, per-layer sensitivity, curve, float
-    layers), INT8 only in `stages`."""
+    layers), INT8 only in `stages`, and with `exported` (the FP32 graphs) only in those it makes
+    faster here (Search.settle)."""
     found = search(models, jobs, range_jobs, probe, weight_bits, plan_jobs, stages=stages)
-    k = found.longest(target_psnr)
+    found, k, timings = found.settle(target_psnr, exported, jobs[0])
+    stages = tuple(s for s in int8.INT8_STAGES if any(key[0] == s for key in found.order))
     float_layers = [f"{s}/{name}" for s, name in found.order[k:] + found.excluded]
     in_float = sum(row["macs"] for row in found.table[k:]) / max(sum(row["macs"] for row in found.table), 1.0)
     report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe, "weight_bits": weight_bits,
-              "int8_stages": list(stages), "float_work_share": in_float,
+              "int8_stages": list(stages), "stage_speed": timings, "float_work_share": in_float,
               "plan_jobs": [j.to_dict() for j in plan_jobs], "plan_probe": int8.PLAN_PROBE,
               "options_tried": found.tried,
               "sensitivity": [{**row, "int8": i < k} for i, row in enumerate(found.table)],

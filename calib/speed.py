@@ -5,12 +5,12 @@ MatMuls ran 3x faster in INT8 on a Zen 4 with VNNI. The pixel stage's layers are
 wide, and each INT8 layer adds a quantize pass over its input and loses the Gemm's fused
 bias and activation, while its INT8 graph needs the slower activation modulation form: on
 the published configuration INT8 pixel stages ran 0.8-1.0x FP32, and their layers only
-spent the error budget. So each stage's INT8 graph (every layer in INT8) is timed against
-its exported FP32 graph as the ONNX Runtime CPU backend runs them (every graph
-optimisation, one thread per call) on one call of the runtime's default size (a line
-chunk, a pixel tile), best of `REPEATS`. The values do not change the speed, so the INT8
-graphs are timed before the search, with unit ranges. The timing is of this CPU: plans for
-TensorRT name their stages (creps-calib --int8-stages).
+spent the error budget (and every pixel layer in INT8 ran 1.2-1.4x, at 31 dB). So the
+plan's INT8 graph of each stage is timed against its exported FP32 graph as the ONNX
+Runtime CPU backend runs them (every graph optimisation, one thread per call) on one call
+of the runtime's default size (a line chunk, a pixel tile), best of `REPEATS`, and a stage
+under MIN_SPEEDUP leaves the plan (calib/sensitivity.py `Search.settle`). The timing is of
+this CPU: plans for TensorRT name their stages (creps-calib --int8-stages).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import time
 import numpy as np
 import onnx
 
-from creps.calib import qdq
 from creps.calib.samples import Job, StageRunner
 from creps.runtime.precision import REDUCED_STAGES
 from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
@@ -68,15 +67,3 @@ def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, on
         found[stage] = {"fp32_seconds": fp32, "int8_seconds": int8, "speedup": fp32 / int8}
     return found
 
-
-def fast_stages(exported: dict[str, onnx.ModelProto], activation: dict[str, onnx.ModelProto], weight_bits: int,
-                job: Job) -> tuple[tuple[str, ...], dict[str, dict]]:
-    """(the stages whose every-layer INT8 graph is at least MIN_SPEEDUP times faster than the
-    exported FP32 one here, the timings per stage)."""
-    quantized = {}
-    for stage in REDUCED_STAGES:
-        layers = qdq.layers(activation[stage], stage)
-        unit = {name: 1.0 for layer in layers for name in layer.activations}
-        quantized[stage] = qdq.with_qdq(activation[stage], layers, unit, weight_bits)
-    timings = stage_speedups(exported, quantized, job)
-    return tuple(s for s in REDUCED_STAGES if timings[s]["speedup"] >= MIN_SPEEDUP), timings

@@ -59,9 +59,10 @@ ORT_DEVICES = {"ort-cpu": "cpu", "ort-cuda": "cuda"}
 NO_CEILING = "GEMM ceiling measured for ort-cpu and ort-cuda only (a TensorRT MatMul needs an engine build of its own)"
 NO_ONE_TILE = "not measured on tensorrt: the engines' profiles do not take the whole image as one tile and one chunk"
 PRECISION_SIZES = OVERHEAD_SIZES
-# --quick: every layer INT8 (kernels exercised whatever the tiny model's error), ranges from 8 latents,
-# the calibration's sample jobs at the quick sizes (creps-calib's 512x512 and 2048x512 took minutes there)
-QUICK_CALIB = {"target_psnr": None, "range_seeds": 8, "plan_seeds": 0, "job_sizes": ((64, 64), (96, 32))}
+# --quick: every layer of both stages INT8 (kernels exercised whatever the tiny model's error and speed),
+# ranges from 8 latents, the sample jobs at the quick sizes (creps-calib's 512x512 and 2048x512 took minutes)
+QUICK_CALIB = {"target_psnr": None, "range_seeds": 8, "plan_seeds": 0, "job_sizes": ((64, 64), (96, 32)),
+               "int8_stages": ("lines", "pixels")}
 PRECISION_ROUNDS = 2  # runs of each precision per size, alternated (min taken), so load changes hit all alike
 BACKEND_PRECISIONS = {"ort-cpu": ("fp32", "int8"), "ort-cuda": ("fp32", "fp16", "int8"),
                       "tensorrt": ("fp32", "fp16", "int8")}

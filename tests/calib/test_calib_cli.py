@@ -51,16 +51,21 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     assert data["error_jobs"][1] == {"seed": 1, "psi": 0.7, "size": "37x13"}
     assert data["bars"] == bars.PRECISION_BARS
     # The bar is enforced at the default target (the bar's 45 dB) and the plan is in the manifest.
-    assert graphs["pixels.int8"]["measured_error"]["uint8_psnr_db"] >= 45
+    psnr = graphs["pixels.int8"]["measured_error"]["uint8_psnr_db"]
+    assert psnr is None or psnr >= 45  # None: identical, where INT8 is faster in neither stage of the tiny model
     assert graphs["lines.int8"]["target_uint8_psnr_db"] == 45.0
     plan = read_bundle(bundle).manifest["verification"]["precision"]["int8"]["plan"]
     assert sorted(plan["float_layers"]) == sorted(f"{s}/{name}" for s in ("lines", "pixels")
                                                   for name in graphs[f"{s}.int8"]["float_layers"])
     assert f"kept in float: {', '.join(plan['float_layers']) or 'none'}" in done.stdout
     assert f"with {exact_weight_bits()}-bit weights" in done.stdout and "% of the work in float" in done.stdout
-    # --int8-stages auto: the stages timed here, and INT8 only in those INT8 made faster.
+    # --int8-stages auto: the plan's graphs timed here, INT8 only where it ran faster, the rest the exported graphs.
     assert set(plan["stage_speed"]) == {"lines", "pixels"}
-    assert plan["int8_stages"] == [s for s, t in plan["stage_speed"].items() if t["speedup"] >= speed.MIN_SPEEDUP]
+    for stage in ("lines", "pixels"):
+        if stage in plan["int8_stages"]:
+            assert plan["stage_speed"][stage]["speedup"] >= speed.MIN_SPEEDUP
+        else:
+            assert graphs[f"{stage}.int8"]["qdq"]["int8_layers"] == 0
 
 
 def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_checkpoint, monkeypatch, capsys):
@@ -129,7 +134,8 @@ def test_int8_below_the_bar_is_refused_and_kept_only_with_force(bundle_and_check
     bundle, ckpt = bundle_and_checkpoint
     before = snapshot(bundle)
     monkeypatch.setitem(bars.PRECISION_BARS, "int8", {"uint8_psnr_db": 200.0, "max_abs": 1e-9})  # none meets it
-    args = ["--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt, "--target-psnr", "0", *SMALL]
+    args = ["--bundle", bundle, "--no-fp16", "--int8", "--network", ckpt, "--target-psnr", "0",
+            "--int8-stages", "lines,pixels", *SMALL]  # every layer INT8, however fast
     code, err = run(monkeypatch, capsys, *args)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "int8 graphs below the int8 bar (uint8 PSNR" in err and "nothing written" in err and "--force" in err

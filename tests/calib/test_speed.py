@@ -1,14 +1,15 @@
-"""calib/speed.py: each stage's every-layer INT8 graph timed against its exported FP32 graph, and the stages INT8 keeps."""
-
-import math
+"""calib/speed.py: a stage's INT8 graph timed against its exported FP32 graph; the plan keeps INT8
+only in the stages where it runs faster (calib/sensitivity.py Search.settle)."""
 
 import pytest
 
 from calib_jobs import JOBS
-from creps.calib import qdq, speed
+from creps.calib import int8, qdq, speed
+
+PROBE = 48
 
 
-def test_each_stage_is_timed_in_both_precisions(tiny_models, activation_models):
+def test_each_stage_is_timed_in_both_precisions(tiny_models):
     timings = speed.stage_speedups(tiny_models, tiny_models, JOBS[0])  # the same graphs twice
     assert set(timings) == {"lines", "pixels"}
     for t in timings.values():
@@ -16,18 +17,27 @@ def test_each_stage_is_timed_in_both_precisions(tiny_models, activation_models):
         assert t["speedup"] == pytest.approx(t["fp32_seconds"] / t["int8_seconds"])
 
 
-@pytest.mark.parametrize("least, kept", [(0.0, ("lines", "pixels")), (math.inf, ())])
-def test_a_stage_stays_int8_only_at_the_least_speedup(tiny_models, activation_models, monkeypatch, least, kept):
-    timed = {}
+@pytest.mark.parametrize("pixels_speedup, kept", [(2.0, ["lines", "pixels"]), (0.9, ["lines"])])
+def test_a_stage_whose_int8_is_not_faster_leaves_the_plan(tiny_models, activation_models, monkeypatch,
+                                                          pixels_speedup, kept):
+    """As timed here (a stand-in for the clock): the pixel stage at 0.9x leaves the plan, whose
+    curve is remade over the line layers alone, and its graph is the exported one."""
+    timed = []
 
     def stage_speedups(exported, quantized, job):
-        timed.update(quantized)
-        return {s: {"fp32_seconds": 1.0, "int8_seconds": 0.5, "speedup": 2.0} for s in quantized}
+        assert exported is tiny_models
+        timed.append({s: qdq.summary(m)["int8_layers"] for s, m in quantized.items()})
+        return {"lines": {"speedup": 2.0}, "pixels": {"speedup": pixels_speedup}}
 
     monkeypatch.setattr(speed, "stage_speedups", stage_speedups)
-    monkeypatch.setattr(speed, "MIN_SPEEDUP", least)
-    stages, timings = speed.fast_stages(tiny_models, activation_models, 8, JOBS[0])
-    assert stages == kept and set(timings) == {"lines", "pixels"}
-    for stage, model in timed.items():  # what is timed: every layer of the stage in INT8, by the rules
-        qdq.check(model, stage)
-        assert qdq.summary(model)["int8_layers"] == len(qdq.layers(activation_models[stage], stage)) > 0
+    quantized, plan = int8.calibrate(activation_models, JOBS, probe=PROBE, target_psnr=None, range_seeds=2,
+                                     plan_seeds=0, exported=tiny_models)
+    assert plan["int8_stages"] == kept and plan["stage_speed"]["pixels"]["speedup"] == pixels_speedup
+    assert timed[0]["lines"] > 0 and timed[0]["pixels"] > 0  # the first plan had both stages in INT8
+    pixel_layers = {f"pixels/{layer.name}" for layer in qdq.layers(activation_models["pixels"], "pixels")}
+    if kept == ["lines"]:
+        assert len(timed) == 2 and timed[1]["pixels"] == 0  # timed again without the pixel stage
+        assert pixel_layers <= set(plan["float_layers"]) and qdq.summary(quantized["pixels"])["int8_layers"] == 0
+        assert all(c["added"].startswith("lines/") for c in plan["curve"])
+    else:
+        assert len(timed) == 1 and plan["float_layers"] == []
