@@ -28,12 +28,13 @@ REDUCED_STAGES = ("lines", "pixels")  # the stages creps-calib makes fp16 / int8
 # The precisions measured faster than fp32 on each backend, fastest first (what `auto` tries).
 # ONNX Runtime on x86 has no fp16 kernels (fp16 graphs run slower than fp32 there). Its INT8
 # Q/DQ MatMuls become integer kernels, 2x float32 as lone GEMMs with AVX2, but the whole INT8
-# pipeline measured 0.75-1.04x fp32 on a 2-core AVX2 CPU (layers 32-128 wide, a quantize pass
-# and unfused bias/activation per layer: benchmarks/results/int8.json), so on the CPU `auto`
-# keeps fp32 until a CPU measures otherwise. ONNX Runtime's CUDA provider runs fp16 on tensor cores.
+# pipeline near the 45 dB bar measured 0.75-1.04x fp32 on a 2-core AVX2 CPU, 1.61-1.75x on a
+# Zen 4 with VNNI for the published config and no faster for the bundled model (layers 32-128
+# wide: benchmarks/results/int8.json). The gain depends on the CPU and the model, so on the CPU
+# `auto` keeps fp32 until a bundle records its own. ONNX Runtime's CUDA provider runs fp16 on tensor cores.
 FASTER = {"ort-cpu": (), "ort-cuda": ("fp16",)}
 HELP = ("fp32: the exact model; int8: TensorRT's fast precision, and ONNX Runtime's integer kernels on the CPU "
-        "(not yet faster than fp32 there); fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: "
+        "(faster than fp32 there only for wide models on CPUs with VNNI); fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: "
         "the fastest on the backend whose error recorded by creps-calib meets the bundle's bar.")
 
 
