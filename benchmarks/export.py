@@ -24,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from creps import grid
+from creps.calib.speed import best_seconds
 from creps.checkpoint import save_checkpoint
 from creps.cli import entry_point
 from creps.export import export_bundle, graphs, stages, verify, writer
@@ -36,17 +37,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
-REPEATS = 5
-
-
-def best_time(session, feeds) -> float:
-    session.run(None, feeds)  # warm-up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -75,7 +65,7 @@ def cleanup_effect(G, bundle: Path, work: Path) -> dict:
 
 
 def modulation_timings(G, bundle: Path, work: Path) -> dict:
-    """ORT CPU seconds (best of REPEATS) per stage and form, as creps-run calls the graphs on
+    """ORT CPU seconds (best of 5: calib.speed.best_seconds) per stage and form, as creps-run calls the graphs on
     the CPU: one thread per call, one default line chunk (DEFAULT_LINES lines, half ys and
     half xs) and one default pixel tile (DEFAULT_TILE) of a 512x512 image, batch 1."""
     z = grid.seed_to_z(0, G.cfg.z_dim)
@@ -99,7 +89,7 @@ def modulation_timings(G, bundle: Path, work: Path) -> dict:
                 graphs.export_stage(G, stage, path, 18, modulation=form)
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             for case, feeds in feeds_by_case.items():
-                timings.setdefault(case, {})[form] = round(best_time(session, feeds), 4)
+                timings.setdefault(case, {})[form] = round(best_seconds(session, feeds), 4)
                 print(f"  {case:22s} {form:10s} {timings[case][form]:.4f} s", flush=True)
     return timings
 
