@@ -38,7 +38,6 @@ from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
 
-
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir())
 

@@ -152,15 +152,17 @@ def run_model(name: str, targets, seeds, threads: int, repeats: int, probe: int,
         searched = sensitivity.search(activation, jobs, int8.range_jobs(jobs), probe, weight_bits,
                                       int8.plan_jobs(jobs), methods, stages or int8.INT8_STAGES)
         search_seconds = time.perf_counter() - start
-        # Each point: (its search, k, stage timings); the targets settle as creps-calib does (auto: with timing).
-        points = {"every layer int8": (searched, len(searched.order), None)}
+        # Each point: (its search, k, its graphs, stage timings); the targets settle as creps-calib does
+        # (auto: with timing).
+        every = len(searched.order)
+        points = {"every layer int8": (searched, every, searched.graphs(every), None)}
         points.update({f"target {t:g} dB": searched.settle(t, exported if stages is None else None, jobs[0])
                        for t in targets})
         results = {}
         with Runtime(bundle, backend=StageTimer(OrtBackend(read_bundle(bundle), threads))) as fp32:
             fp32.generate(0, (64, 64))
-            for label, (found, k, timings) in points.items():
-                graphs = int8.with_float_stages(found.graphs(k), exported)
+            for label, (found, k, graphs, timings) in points.items():
+                graphs = int8.with_float_stages(graphs, exported)
                 view = int8_view(bundle, graphs, Path(tmp) / f"int8-{len(results)}")
                 results[label] = {"int8_layers": k,
                                   "float_layers": [f"{s}/{n}" for s, n in found.order[k:] + found.excluded],

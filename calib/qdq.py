@@ -37,7 +37,7 @@ LAYER_OPS = ("MatMul", "Gemm")  # the layers that carry the cost
 INT8_MAX = 127  # symmetric: [-127, 127], so -x quantizes to -q
 # Weights use 8 bits where the integer kernels that run the graphs are exact (TensorRT; ONNX
 # Runtime on CPUs with VNNI or Arm dot products), 7 bits where they saturate beyond that
-# (ONNX Runtime on x86 without VNNI: creps/runtime/cpu.py says why). The manifest records the
+# (ONNX Runtime on x86 without VNNI: runtime/cpu.py says why). The manifest records the
 # width, and the ONNX Runtime CPU backend refuses 8-bit graphs on a saturating CPU.
 WEIGHT_BITS = (7, 8)
 

@@ -179,22 +179,24 @@ class Search:
                           if c["uint8_psnr_db"] is None or c["uint8_psnr_db"] >= goal])
 
     def settle(self, target_psnr: float | None, exported: dict[str, onnx.ModelProto] | None,
-               job: Job) -> tuple[Search, int, dict | None]:
-        """(the search, k, the stage timings): the longest prefix holding the target, where each
-        stage with INT8 layers runs at least speed.MIN_SPEEDUP times its exported FP32 graph on
-        this CPU (calib/speed.py); a stage that does not leaves the order and the curve is remade,
-        so its error budget goes to the others. `exported` None: no timing, every stage kept."""
+               job: Job) -> tuple[Search, int, dict[str, onnx.ModelProto], dict | None]:
+        """(the search, k, its Q/DQ graphs, the stage timings): the longest prefix holding the
+        target, where each stage with INT8 layers runs at least speed.MIN_SPEEDUP times its
+        exported FP32 graph on this CPU (calib/speed.py); a stage that does not leaves the order
+        and the curve is remade, so its error budget goes to the others. `exported` None: no
+        timing, every stage kept."""
         found = self
         while True:
             k = found.longest(target_psnr)
+            graphs = found.graphs(k)
             if exported is None:
-                return found, k, None
-            timings = speed.stage_speedups(exported, int8.with_float_stages(found.graphs(k), exported), job)
+                return found, k, graphs, None
+            timings = speed.stage_speedups(exported, int8.with_float_stages(graphs, exported), job)
             chosen = {s for s, _ in found.order[:k]}
-            slow = {s for s in {s for s, _ in found.order} if s not in chosen
-                    or timings[s]["speedup"] < speed.MIN_SPEEDUP}
+            ordered = {s for s, _ in found.order}
+            slow = {s for s in ordered if s not in chosen or timings[s]["speedup"] < speed.MIN_SPEEDUP}
             if not slow or not found.order:
-                return found, k, timings
+                return found, k, graphs, timings
             log.info("int8: %s out of the plan (INT8 at %s)", ", ".join(sorted(slow)),
                      ", ".join(f"{s} x{timings[s]['speedup']:.2f}" for s in sorted(slow)))
             found = found.without(slow)
@@ -273,7 +275,7 @@ def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: 
     layers), INT8 only in `stages`, and with `exported` (the FP32 graphs) only in those it makes
     faster here (Search.settle)."""
     found = search(models, jobs, range_jobs, probe, weight_bits, plan_jobs, stages=stages)
-    found, k, timings = found.settle(target_psnr, exported, jobs[0])
+    found, k, graphs, timings = found.settle(target_psnr, exported, jobs[0])
     stages = tuple(s for s in int8.INT8_STAGES if any(key[0] == s for key in found.order))
     float_layers = [f"{s}/{name}" for s, name in found.order[k:] + found.excluded]
     in_float = sum(row["macs"] for row in found.table[k:]) / max(sum(row["macs"] for row in found.table), 1.0)
@@ -285,4 +287,4 @@ def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: 
               "curve": found.curve, "int8_layers": k, "layers": len(found.table), "float_layers": float_layers}
     log.info("int8 plan: %d of %d layers in INT8 (target %s dB), %.1f%% of the work in float: %s", k,
              len(found.table), target_psnr, 100 * in_float, ", ".join(float_layers) or "none")
-    return found.graphs(k), report
+    return graphs, report

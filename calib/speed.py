@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from creps.calib.samples import Job, StageRunner
+from creps.runtime.backends import session_options
 from creps.runtime.precision import REDUCED_STAGES
 from creps.runtime.tiling import DEFAULT_LINES, DEFAULT_TILE
 
@@ -29,15 +30,10 @@ REPEATS = 5
 
 
 def runtime_session(model: onnx.ModelProto):
-    """An ONNX Runtime CPU session with the CPU backend's options for one call (runtime/backends.py)."""
+    """An ONNX Runtime CPU session with the CPU backend's options for one call of one thread."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(ort, 1), providers=["CPUExecutionProvider"])
 
 
 def best_seconds(session, feeds: dict) -> float:
@@ -66,4 +62,3 @@ def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, on
         int8 = best_seconds(runtime_session(quantized[stage]), feeds[stage])
         found[stage] = {"fp32_seconds": fp32, "int8_seconds": int8, "speedup": fp32 / int8}
     return found
-

@@ -141,6 +141,18 @@ def check_provider(session, name: str, provider: str) -> None:
                                  "usable GPU, or CUDA/cuDNN libraries missing); use --backend ort-cpu")
 
 
+def session_options(ort, threads: int):
+    """The session options OrtBackend runs every graph with: every graph optimisation (Q/DQ pairs
+    become integer kernels), sequential, `threads` threads per call."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
 class OrtBackend(Backend):
     """ONNX Runtime on the CPU or through its CUDA provider, the graphs of one precision
     (a name, or "auto": creps.runtime.precision.choose).
@@ -155,12 +167,7 @@ class OrtBackend(Backend):
         self.precision = choose(bundle, self.name, precision)
         self.workers = (threads or available_cores()) if concurrent and device == "cpu" else 1
         ort, provider = ort_provider(self.name)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = 1 if self.workers > 1 else (threads or available_cores())
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options = session_options(ort, 1 if self.workers > 1 else (threads or available_cores()))
         self.sessions = {}
         for stage in RUN_STAGES:
             precision = stage_precision(stage, self.precision)
