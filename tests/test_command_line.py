@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import signal
@@ -129,7 +130,7 @@ def test_a_signal_during_an_import_waits_for_its_end(monkeypatch, capsys, tmp_pa
     @command()
     def cli():
         try:
-            import slow_import  # noqa: F401
+            importlib.import_module("slow_import")
             for _ in range(100):
                 time.sleep(0.1)
         finally:

@@ -186,8 +186,8 @@ class Trainer:
         """Slices of the global batch rows that this process handles, one per round."""
         local = n_global // self.procs.world
         first = self.procs.rank * local
-        for start in range(0, local, round_size):
-            yield slice(first + start, first + min(start + round_size, local))
+        for offset in range(0, local, round_size):
+            yield slice(first + offset, first + min(offset + round_size, local))
 
     def real_images(self, rows: slice) -> torch.Tensor:
         """The real images for global rows `rows`, float in [-1, 1]: (n, 3, R, R)."""

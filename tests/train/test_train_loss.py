@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from creps.train.loss import discriminator_loss, generator_loss, path_lengths, r1_penalty
