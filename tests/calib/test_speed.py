@@ -1,6 +1,9 @@
 """calib/speed.py: a stage's INT8 graph timed against its exported FP32 graph; the plan keeps INT8
 only in the stages where it runs faster (calib/sensitivity.py Search.settle)."""
 
+import threading
+import time
+
 import pytest
 
 from calib_jobs import JOBS
@@ -15,6 +18,33 @@ def test_each_stage_is_timed_in_both_precisions(tiny_models):
     for t in timings.values():
         assert 0 < t["fp32_seconds"] < 10 and 0 < t["int8_seconds"] < 10
         assert t["speedup"] == pytest.approx(t["fp32_seconds"] / t["int8_seconds"])
+
+
+class SleepingSession:
+    """An onnxruntime.InferenceSession's run(output_names, feeds) that takes `seconds` and counts
+    the calls running at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.running, self.most, self.calls = seconds, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def run(self, output_names, feeds):
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.most = max(self.most, self.running)
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        return [feeds["x"]]
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_calls_are_timed_together_as_the_cpu_backend_makes_them(calls):
+    session = SleepingSession(0.05)
+    seconds = speed.best_seconds(session, {"x": 1}, calls)
+    assert session.most == calls and session.calls == calls * (speed.REPEATS + 1)  # one round warms
+    assert 0.05 <= seconds < 0.09  # at once: one after another, two would take 0.1 s
 
 
 @pytest.mark.parametrize("pixels_speedup, kept", [(2.0, ["lines", "pixels"]), (0.9, ["lines"])])
