@@ -22,7 +22,9 @@ from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, check_reference
 from creps.errors import BundleError, CrepsError
 from creps.export.signature import io_signature
 from creps.files import atomic_path
+from creps.runtime.backends import available_cores
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
+from creps.runtime.cpu import int8_kernel_class
 from creps.runtime.stages import RUN_STAGES, graph_key
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,16 @@ def judge(precision: str, error: dict, bundle, keep_below_bar: bool) -> None:
     log.warning("keeping %s because of --force", what)
 
 
+def cpu_speedup(int8_plan: dict, stage: str) -> dict | None:
+    """The stage's INT8 speed-up over its FP32 graph as the plan timed it on this CPU, with what
+    it holds for (runtime/cpu.py int8_kernel_class: `auto` takes int8 on a CPU like it); None
+    when the stages were named rather than timed."""
+    timing = (int8_plan.get("stage_speed") or {}).get(stage)
+    if timing is None:
+        return None
+    return {"speedup": round(timing["speedup"], 3), **int8_kernel_class(), "cores": available_cores()}
+
+
 def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, int8_graphs: bool = False,
                      G=None, jobs: tuple[Job, ...] = DEFAULT_JOBS, error_jobs: tuple[Job, ...] | None = None,
                      source: str | os.PathLike | None = None, keep_below_bar: bool = False,
@@ -149,10 +161,12 @@ def calibrate_bundle(bundle_dir: str | os.PathLike, fp16_graphs: bool = True, in
         kept_float = {s: [f.split("/", 1)[1] for f in int8_plan["float_layers"] if f.startswith(f"{s}/")]
                       for s in quantized}
         for stage, model in quantized.items():
-            modulation = "activation" if model is not models[stage] else bundle.graph(stage).get("modulation")
+            in_int8 = model is not models[stage]
+            modulation = "activation" if in_int8 else bundle.graph(stage).get("modulation")
             graphs.append((stage, "int8", model, {"modulation": modulation, "qdq": qdq.summary(model),
                                                   "weight_bits": weight_bits, "target_uint8_psnr_db": target_psnr,
                                                   "float_layers": kept_float[stage],
+                                                  "cpu_speedup": cpu_speedup(int8_plan, stage) if in_int8 else None,
                                                   "measured_error": measured["worst"]}))
         report["int8"] = {"qdq": {s: qdq.summary(m) for s, m in quantized.items()}, "plan": int8_plan,
                           "measured_error": measured}

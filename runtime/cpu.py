@@ -1,5 +1,6 @@
-"""This CPU: its model name and feature flags, and whether ONNX Runtime's integer kernels
-run 8-bit int8 weights exactly here. Standard library only, like the rest of the runtime.
+"""This CPU: its model name and feature flags, whether ONNX Runtime's integer kernels run
+8-bit int8 weights exactly here, and what an INT8 speed measured here holds for. Standard
+library only, like the rest of the runtime.
 
 ONNX Runtime's integer MatMul on x86 without VNNI (AVX2) shifts the int8 activations to
 uint8 and adds pairs of u8*s8 products in int16 (vpmaddubsw), which saturates once a
@@ -16,6 +17,9 @@ import platform
 # The x86 flags whose integer dot products accumulate in int32 (no int16 saturation).
 EXACT_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+# The flags ONNX Runtime's integer kernels are chosen by (x86: AVX2, AVX-512, VNNI, AMX; Arm:
+# dot products, i8mm): an INT8 speed-up measured with one set of them holds for that set.
+INT8_KERNEL_FLAGS = frozenset({"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
 
 
 def cpu(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
@@ -28,8 +32,16 @@ def cpu(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
                 fields.setdefault(key.strip(), value.strip())  # the first CPU's
     except OSError:  # not Linux
         pass
-    model = fields.get("model name") or platform.processor() or platform.machine()
+    arm = " ".join(f"{key} {fields[key]}" for key in ("CPU implementer", "CPU part") if key in fields)
+    model = fields.get("model name") or arm or platform.machine()
     return model, set((fields.get("flags") or fields.get("Features", "")).split())
+
+
+def int8_kernel_class(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """What an INT8 speed measured on this CPU holds for: {"cpu": its model name, "int8_flags":
+    its INT8_KERNEL_FLAGS, sorted} (creps-calib records it beside the speed; `auto` compares)."""
+    model, flags = cpu(cpuinfo)
+    return {"cpu": model, "int8_flags": sorted(flags & INT8_KERNEL_FLAGS)}
 
 
 def saturates_8bit_weights(flags: set[str] | None = None, machine: str | None = None) -> bool:

@@ -6,8 +6,9 @@ against fp32 (int8: measured on full images; fp16: predicted by the range analys
 the bars it was judged against (`verification.precision.bars`). The mapping network
 always runs in fp32: it costs nothing and every pixel depends on it.
 
-`auto` takes, of the precisions the bundle has, the fastest on the backend (FASTER)
-whose recorded error meets its recorded bar; fp32 always qualifies. A graph kept below
+`auto` takes, of the precisions the bundle has, the fastest on the backend (FASTER, then
+MEASURED where the bundle records the speed-up on this kind of CPU) whose recorded error
+meets its recorded bar; fp32 always qualifies. A graph kept below
 its bar (creps-calib --force) runs only when asked for by name. TensorRT runs what its
 engines were built in, so there a precision selects nothing: it must match the engines.
 Standard library only, like the bundle format.
@@ -18,24 +19,29 @@ from __future__ import annotations
 import logging
 
 from creps.errors import BundleError
-from creps.runtime.cpu import saturates_8bit_weights
+from creps.runtime.cpu import int8_kernel_class, saturates_8bit_weights
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CHOICES = (*PRECISIONS, "auto")
 REDUCED_STAGES = ("lines", "pixels")  # the stages creps-calib makes fp16 / int8 graphs of
-# The precisions measured faster than fp32 on each backend, fastest first (what `auto` tries).
-# ONNX Runtime on x86 has no fp16 kernels (fp16 graphs run slower than fp32 there). Its INT8
-# Q/DQ MatMuls become integer kernels, 2x float32 as lone GEMMs with AVX2, but the whole INT8
-# pipeline near the 45 dB bar measured 0.75-1.04x fp32 on a 2-core AVX2 CPU, 1.61-1.75x on a
-# Zen 4 with VNNI for the published config and no faster for the bundled model (layers 32-128
-# wide: benchmarks/results/int8.json). The gain depends on the CPU and the model, so on the CPU
-# `auto` keeps fp32 until a bundle records its own. ONNX Runtime's CUDA provider runs fp16 on tensor cores.
+# The precisions faster than fp32 on each backend wherever it runs, fastest first (what `auto`
+# tries). ONNX Runtime on x86 has no fp16 kernels (fp16 graphs run slower than fp32 there). Its
+# CUDA provider runs fp16 on tensor cores.
 FASTER = {"ort-cpu": (), "ort-cuda": ("fp16",)}
+# The precisions `auto` takes on a backend only where the bundle records them faster on this CPU.
+# ONNX Runtime's INT8 Q/DQ MatMuls become integer kernels, 2x float32 as lone GEMMs with AVX2, but
+# whole INT8 pipelines near the 45 dB bar measured 0.75-1.04x fp32 on a 2-core AVX2 CPU, up to
+# 1.8x on a Zen 4 with VNNI for the published config and no faster for the bundled model (layers
+# 32-128 wide: benchmarks/results/int8.json). So creps-calib times each INT8 stage on its CPU
+# (calib/speed.py) and records the speed-up with the CPU's model and INT8 kernel flags
+# (`cpu_speedup` on the graph entries, runtime/cpu.py int8_kernel_class).
+MEASURED = {"ort-cpu": ("int8",), "ort-cuda": ()}
 HELP = ("fp32: the exact model; int8: TensorRT's fast precision, and ONNX Runtime's integer kernels on the CPU "
-        "(faster than fp32 there only for wide models on CPUs with VNNI); fp16: a GPU precision (ONNX Runtime on x86 has no fp16 kernels); auto: "
-        "the fastest on the backend whose error recorded by creps-calib meets the bundle's bar.")
+        "(faster than fp32 there only for wide models on CPUs with VNNI); fp16: a GPU precision (ONNX Runtime on "
+        "x86 has no fp16 kernels); auto: the fastest on the backend whose error recorded by creps-calib meets the "
+        "bundle's bar (int8 on the CPU: where creps-calib measured it faster, on a CPU like this one).")
 
 
 def stage_precision(stage: str, precision: str) -> str:
@@ -98,12 +104,37 @@ def int8_weight_bits(bundle) -> int:
     return max(widths)
 
 
+def saturated(bundle, backend: str) -> bool:
+    """Whether ONNX Runtime's CPU kernels saturate the bundle's int8 weights here (runtime/cpu.py)."""
+    return backend == "ort-cpu" and int8_weight_bits(bundle) > 7 and saturates_8bit_weights()
+
+
 def check_int8_kernels(bundle, backend: str) -> None:
-    """Refuse int8 graphs whose 8-bit weights ONNX Runtime's CPU kernels saturate on this CPU (runtime/cpu.py)."""
-    if backend == "ort-cpu" and int8_weight_bits(bundle) > 7 and saturates_8bit_weights():
+    """Refuse int8 graphs whose 8-bit weights ONNX Runtime's CPU kernels saturate on this CPU."""
+    if saturated(bundle, backend):
         raise BundleError(f"{bundle.path}: its int8 graphs have 8-bit weights, which ONNX Runtime's integer kernels "
                           "saturate on this CPU (x86 without VNNI); make 7-bit ones with: "
                           f"{calib_command(bundle.path, 'int8')} --weight-bits 7")
+
+
+def unmeasured(bundle, precision: str) -> str | None:
+    """Why the bundle does not record `precision` as faster than fp32 on this CPU (None: it
+    does): each of its stage graphs with a `cpu_speedup` record must be over 1x and timed on a
+    CPU of this model and INT8 kernel flags, and one stage at least must have one (a stage
+    creps-calib kept in float has none: its graph is the fp32 one)."""
+    here = int8_kernel_class()
+    records = [bundle.graph(stage, precision).get("cpu_speedup") for stage in REDUCED_STAGES]
+    if all(record is None for record in records):
+        return "no speed-up recorded on a CPU"
+    for record in (r for r in records if r is not None):
+        if not isinstance(record, dict) or not _number(record.get("speedup")):
+            return f"cpu_speedup {record!r} is not a timing record"
+        there = {"cpu": record.get("cpu"), "int8_flags": record.get("int8_flags")}
+        if there != here:
+            return f"timed on {there['cpu']} with {there['int8_flags']}, not this {here['cpu']} with {here['int8_flags']}"
+        if record["speedup"] <= 1:
+            return f"timed at {record['speedup']}x fp32"
+    return None
 
 
 def choose(bundle, backend: str, requested: str) -> str:
@@ -111,8 +142,12 @@ def choose(bundle, backend: str, requested: str) -> str:
     BundleError (one line, with the command that makes it) when the bundle lacks it."""
     have = present(bundle)
     if requested == "auto":
-        for precision in FASTER[backend]:
+        for precision in (*FASTER[backend], *MEASURED[backend]):
             why = "not in the bundle" if precision not in have else shortfall(bundle, precision)
+            if why is None and precision in MEASURED[backend]:
+                why = unmeasured(bundle, precision)
+            if why is None and precision == "int8" and saturated(bundle, backend):
+                why = "8-bit weights, which this CPU's integer kernels saturate"
             if why is None:
                 log.info("precision auto on %s: %s", backend, precision)
                 return precision
@@ -125,7 +160,7 @@ def choose(bundle, backend: str, requested: str) -> str:
                           f"{calib_command(bundle.path, requested)}")
     if requested == "int8":
         check_int8_kernels(bundle, backend)
-    if requested not in ("fp32", *FASTER[backend]):
+    if requested not in ("fp32", *FASTER[backend], *MEASURED[backend]):
         log.warning("%s graphs on %s run slower than fp32 (%s)", requested, backend, HELP)
     why = shortfall(bundle, requested)
     if why is not None:

@@ -14,7 +14,9 @@ from onnx import numpy_helper
 from creps.calib import bars, cli, fp16, sensitivity, speed
 from creps.checkpoint import save_checkpoint
 from creps.runtime.bundle import file_entry, read_bundle, sha256_file, write_manifest
-from creps.runtime.cpu import exact_weight_bits
+from creps.runtime import Runtime
+from creps.runtime.backends import available_cores
+from creps.runtime.cpu import INT8_KERNEL_FLAGS, cpu, exact_weight_bits
 from in_process import in_process
 from tiny_models import random_generator
 
@@ -64,8 +66,13 @@ def test_fp16_and_int8_graphs_land_in_the_manifest(tiny_G, tiny_bundle, tmp_path
     for stage in ("lines", "pixels"):
         if stage in plan["int8_stages"]:
             assert plan["stage_speed"][stage]["speedup"] >= speed.MIN_SPEEDUP
+            assert graphs[f"{stage}.int8"]["cpu_speedup"] == {  # what `auto` on the CPU reads
+                "speedup": round(plan["stage_speed"][stage]["speedup"], 3), "cpu": cpu()[0],
+                "int8_flags": sorted(cpu()[1] & INT8_KERNEL_FLAGS), "cores": available_cores()}
         else:
-            assert graphs[f"{stage}.int8"]["qdq"]["int8_layers"] == 0
+            assert graphs[f"{stage}.int8"]["qdq"]["int8_layers"] == 0 and graphs[f"{stage}.int8"]["cpu_speedup"] is None
+    with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
+        assert runtime.precision == ("int8" if plan["int8_stages"] else "fp32")
 
 
 def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_checkpoint, monkeypatch, capsys):
@@ -78,7 +85,7 @@ def test_a_stage_the_plan_keeps_in_float_gets_the_exported_graph(bundle_and_chec
     graphs = read_bundle(bundle).graphs
     for stage in ("lines", "pixels"):
         entry = graphs[f"{stage}.int8"]
-        assert entry["qdq"]["int8_layers"] == 0 and entry["weight_bits"] == 7
+        assert entry["qdq"]["int8_layers"] == 0 and entry["weight_bits"] == 7 and entry["cpu_speedup"] is None
         assert entry["modulation"] == graphs[stage]["modulation"] and entry["measured_error"]["uint8_psnr_db"] is None
         assert onnx.load(f"{bundle}/{entry['file']}").graph == onnx.load(f"{bundle}/{graphs[stage]['file']}").graph
 
@@ -145,7 +152,9 @@ def test_int8_below_the_bar_is_refused_and_kept_only_with_force(bundle_and_check
     assert code == 0, err
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "keeping int8 graphs below the int8 bar" in warnings[0]
-    assert {"lines.int8", "pixels.int8"} <= set(read_bundle(bundle).graphs)
+    graphs = read_bundle(bundle).graphs
+    assert graphs["lines.int8"]["qdq"]["int8_layers"] > 0 and graphs["pixels.int8"]["qdq"]["int8_layers"] > 0
+    assert graphs["lines.int8"]["cpu_speedup"] is None and graphs["pixels.int8"]["cpu_speedup"] is None  # named, not timed
 
 
 def test_int8_without_the_checkpoint_is_refused_before_any_fp16_work(tiny_bundle, tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from creps.errors import BundleError
-from creps.runtime import Runtime
+from creps.runtime import Runtime, cpu
 from creps.runtime import precision as precision_rules
 from creps.runtime.backends import BackendUnavailable
 from creps.runtime.bundle import file_entry, read_bundle, write_manifest
@@ -60,37 +60,66 @@ def test_fp32_is_the_default_and_a_named_precision_runs_its_graphs(tiny_bundle, 
         Runtime(bundle, backend="ort-cpu", precision="fp16")  # the fp16 files, and no others, were opened
 
 
-@pytest.fixture
-def int8_faster_on_the_cpu(monkeypatch):
-    """As on a CPU where INT8 measures faster than fp32 (none yet: FASTER["ort-cpu"] is empty)."""
-    monkeypatch.setitem(precision_rules.FASTER, "ort-cpu", ("int8",))
+def timed(speedup=1.5, **where) -> dict:
+    """The graph entry field creps-calib writes where it timed the stage: on this CPU, or `where`."""
+    here = {"cpu": cpu.cpu()[0], "int8_flags": sorted(cpu.cpu()[1] & cpu.INT8_KERNEL_FLAGS)}
+    return {"cpu_speedup": {"speedup": speedup, **here, "cores": 2, **where}}
 
 
 def test_auto_keeps_fp32_on_the_cpu_where_int8_is_not_faster(tiny_bundle, tmp_path):
     bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "broken")})
+    with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:  # no timing recorded: never opens int8
+        assert runtime.precision == "fp32"
+
+
+@pytest.mark.parametrize("record, runs", [
+    (timed(), "int8"), (timed(1.01), "int8"), (timed(1.0), "fp32"), (timed(0.8), "fp32"),
+    (timed(cpu="Another CPU"), "fp32"), (timed(int8_flags=["avx2"]), "fp32"), (timed(int8_flags=None), "fp32"),
+    (timed(speedup="1.5"), "fp32"), (timed(speedup=True), "fp32"), ({"cpu_speedup": 1.5}, "fp32"),
+    ({"cpu_speedup": {}}, "fp32"), ({"cpu_speedup": None}, "fp32")])
+def test_auto_takes_int8_on_the_cpu_only_where_it_was_timed_faster_on_a_cpu_like_this(tiny_bundle, tmp_path,
+                                                                                        record, runs):
+    bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "copy")}, **record)
+    with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
+        assert runtime.precision == runs
+
+
+def test_a_stage_kept_in_float_needs_no_timing(tiny_bundle, tmp_path):
+    """creps-calib gives a stage with no INT8 layer its fp32 graph and no cpu_speedup; the other stage decides."""
+    bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "copy")}, **timed())
+    manifest = read_bundle(bundle).manifest
+    for stage, runs in (("lines", "int8"), ("pixels", "fp32")):  # then neither stage has one
+        manifest["graphs"][f"{stage}.int8"]["cpu_speedup"] = None
+        write_manifest(bundle, manifest)
+        with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
+            assert runtime.precision == runs, stage
+
+
+def test_auto_skips_8_bit_weights_where_the_kernels_saturate(tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_rules, "saturates_8bit_weights", lambda: True)
+    bundle = with_precisions(tiny_bundle, tmp_path, {"int8": (WITHIN, "broken")}, weight_bits=8, **timed())
     with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:  # never opens the int8 files
         assert runtime.precision == "fp32"
 
 
-@pytest.mark.usefixtures("int8_faster_on_the_cpu")
 def test_auto_takes_int8_on_the_cpu_only_within_its_bar(tiny_bundle, tmp_path):
-    within = with_precisions(tiny_bundle, tmp_path / "a", {"int8": (WITHIN, "broken")})
+    within = with_precisions(tiny_bundle, tmp_path / "a", {"int8": (WITHIN, "broken")}, **timed())
     with pytest.raises(BundleError, match=r"lines\.int8\.onnx: ONNX Runtime cannot load it"):
         Runtime(within, backend="ort-cpu", precision="auto")
     for error in ({"psnr_db": 44.9, "max_abs": 0.05}, {"psnr_db": 60.0, "max_abs": 0.2}, {"psnr_db": None,
                                                                                           "max_abs": 0.11}, None):
-        missing = with_precisions(tiny_bundle, tmp_path / str(error), {"int8": (error, "broken")})
+        missing = with_precisions(tiny_bundle, tmp_path / str(error), {"int8": (error, "broken")}, **timed())
         with Runtime(missing, backend="ort-cpu", precision="auto") as runtime:  # never opens the int8 files
             assert runtime.precision == "fp32"
-    identical = with_precisions(tiny_bundle, tmp_path / "same", {"int8": ({"psnr_db": None, "max_abs": 0.0}, "copy")})
+    identical = with_precisions(tiny_bundle, tmp_path / "same", {"int8": ({"psnr_db": None, "max_abs": 0.0}, "copy")},
+                                **timed())
     with Runtime(identical, backend="ort-cpu", precision="auto") as runtime:
         assert runtime.precision == "int8"
-    no_bar = with_precisions(tiny_bundle, tmp_path / "nobar", {"int8": (WITHIN, "broken")}, bars={})
+    no_bar = with_precisions(tiny_bundle, tmp_path / "nobar", {"int8": (WITHIN, "broken")}, bars={}, **timed())
     with Runtime(no_bar, backend="ort-cpu", precision="auto") as runtime:
         assert runtime.precision == "fp32"
 
 
-@pytest.mark.usefixtures("int8_faster_on_the_cpu")
 def test_auto_reads_the_figures_the_recorded_bar_names(tiny_bundle, tmp_path):
     """creps-calib records the int8 bar on the uint8 PSNR; a figure the bar does not know never qualifies."""
     uint8_bar = {"int8": {"uint8_psnr_db": 45.0, "max_abs": 0.25}}
@@ -98,18 +127,17 @@ def test_auto_reads_the_figures_the_recorded_bar_names(tiny_bundle, tmp_path):
                         ({"uint8_psnr_db": 44.99, "max_abs": 0.1, "psnr_db": 90.0}, "fp32"),
                         ({"uint8_psnr_db": None, "max_abs": 0.0}, "int8"), ({"max_abs": 0.0}, "fp32")):
         bundle = with_precisions(tiny_bundle, tmp_path / str(len(list(tmp_path.iterdir()))),
-                                 {"int8": (error, "copy")}, bars=uint8_bar)
+                                 {"int8": (error, "copy")}, bars=uint8_bar, **timed())
         with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
             assert runtime.precision == runs, error
     unknown = with_precisions(tiny_bundle, tmp_path / "unknown", {"int8": (WITHIN, "broken")},
-                              bars={"int8": {"ssim": 0.9}})
+                              bars={"int8": {"ssim": 0.9}}, **timed())
     with Runtime(unknown, backend="ort-cpu", precision="auto") as runtime:
         assert runtime.precision == "fp32"
 
 
-@pytest.mark.usefixtures("int8_faster_on_the_cpu")
 def test_auto_never_takes_fp16_on_the_cpu(tiny_bundle, tmp_path):
-    bundle = with_precisions(tiny_bundle, tmp_path, {"fp16": (WITHIN, "broken")})
+    bundle = with_precisions(tiny_bundle, tmp_path, {"fp16": (WITHIN, "broken")}, **timed())
     with Runtime(bundle, backend="ort-cpu", precision="auto") as runtime:
         assert runtime.precision == "fp32"
 

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <vector>
+
+#include <sys/utsname.h>
 
 namespace creps::detail {
 namespace {
@@ -13,9 +16,14 @@ namespace {
 const char* const PRECISIONS[] = {"fp32", "fp16", "int8"};
 const char* const REDUCED_STAGES[] = {"lines", "pixels"};  // the stages creps-calib makes fp16 / int8 graphs of
 
-// The precisions faster than fp32 on each backend, fastest first (runtime/precision.py says why).
+// The precisions faster than fp32 on each backend, fastest first (runtime/precision.py FASTER says why).
 std::vector<std::string> faster(const std::string& backend) {
     return backend == "ort-cpu" ? std::vector<std::string>{} : std::vector<std::string>{"fp16"};
+}
+
+// Those `auto` takes only where the bundle records them faster on this kind of CPU (MEASURED).
+std::vector<std::string> measured(const std::string& backend) {
+    return backend == "ort-cpu" ? std::vector<std::string>{"int8"} : std::vector<std::string>{};
 }
 
 bool is_precision(const std::string& p) { return p == "fp32" || p == "fp16" || p == "int8"; }
@@ -24,24 +32,59 @@ std::string calib_command(const std::string& path, const std::string& precision)
     return "creps-calib --bundle " + path + (precision == "int8" ? " --int8" : "");
 }
 
-// creps.runtime.cpu.saturates_8bit_weights: an x86 CPU whose first /proc/cpuinfo "flags" line has no VNNI flag.
+std::string trimmed(const std::string& text) {
+    const char* space = " \t\r\n\f\v";
+    size_t first = text.find_first_not_of(space);
+    return first == std::string::npos ? "" : text.substr(first, text.find_last_not_of(space) - first + 1);
+}
+
+// creps.runtime.cpu.cpu: the first CPU's model name and feature flags, from /proc/cpuinfo.
+struct Cpu {
+    std::string model;
+    std::set<std::string> flags;
+};
+
+Cpu this_cpu() {
+    std::map<std::string, std::string> fields;  // each key's first value: the first CPU's
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);) {
+        size_t colon = line.find(':');
+        fields.emplace(trimmed(line.substr(0, colon)), colon == std::string::npos ? "" : trimmed(line.substr(colon + 1)));
+    }
+    auto field = [&fields](const char* key) { return fields.count(key) ? fields[key] : std::string(); };
+    std::string arm;
+    for (const char* key : {"CPU implementer", "CPU part"})
+        if (fields.count(key)) arm += (arm.empty() ? "" : " ") + std::string(key) + " " + fields[key];
+    Cpu cpu;
+    utsname name{};
+    cpu.model = !field("model name").empty() ? field("model name") : !arm.empty() ? arm
+                : uname(&name) == 0 ? name.machine : "";
+    std::istringstream flags(!field("flags").empty() ? field("flags") : field("Features"));
+    for (std::string flag; flags >> flag;) cpu.flags.insert(flag);
+    return cpu;
+}
+
+// creps.runtime.cpu.saturates_8bit_weights: an x86 CPU with no VNNI flag.
 bool saturates_8bit_weights() {
 #if defined(__x86_64__) || defined(__i386__)
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(cpuinfo, line)) {
-        std::string key = line.substr(0, line.find(':'));
-        key.erase(key.find_last_not_of(" \t") + 1);
-        if (key != "flags") continue;
-        std::istringstream flags(line.substr(line.find(':') + 1));
-        for (std::string flag; flags >> flag;)
-            if (flag == "avx512_vnni" || flag == "avx_vnni" || flag == "amx_int8") return false;
-        return true;
-    }
+    std::set<std::string> flags = this_cpu().flags;
+    for (const char* exact : {"avx512_vnni", "avx_vnni", "amx_int8"})
+        if (flags.count(exact)) return false;
     return true;
 #else
     return false;
 #endif
+}
+
+// creps.runtime.cpu.int8_kernel_class: this CPU's model name and the flags ONNX Runtime's integer kernels go by.
+ojson int8_kernel_class() {
+    Cpu cpu = this_cpu();
+    ojson flags = ojson::array();
+    for (const std::string& flag : cpu.flags)  // a std::set is sorted, as Python's sorted()
+        if (flag == "avx2" || flag == "avx512bw" || flag == "avx512_vnni" || flag == "avx_vnni" ||
+            flag == "amx_int8" || flag == "asimddp" || flag == "i8mm")
+            flags.push_back(flag);
+    return {{"cpu", cpu.model}, {"int8_flags", flags}};
 }
 
 // creps.runtime.precision.int8_weight_bits: the int8 graphs' weight width (7 where none is recorded).
@@ -117,6 +160,28 @@ std::optional<std::string> shortfall(const Bundle& bundle, const std::string& pr
     return std::nullopt;
 }
 
+// creps.runtime.precision.saturated: ONNX Runtime's CPU kernels saturate the bundle's int8 weights here.
+bool saturated(const Bundle& bundle, const std::string& backend) {
+    return backend == "ort-cpu" && int8_weight_bits(bundle) > 7 && saturates_8bit_weights();
+}
+
+// creps.runtime.precision.unmeasured: whether the bundle records `precision` faster than fp32 on a CPU like this.
+bool measured_faster_here(const Bundle& bundle, const std::string& precision) {
+    const ojson here = int8_kernel_class();
+    bool timed = false;
+    for (const char* stage : REDUCED_STAGES) {
+        const ojson& entry = bundle.manifest["graphs"][graph_key(stage, precision)];
+        if (!entry.contains("cpu_speedup") || entry["cpu_speedup"].is_null()) continue;  // a stage kept in float
+        const ojson& record = entry["cpu_speedup"];
+        if (!record.is_object() || !record.contains("speedup") || !number(record["speedup"])) return false;
+        if (record.value("cpu", ojson()) != here["cpu"] || record.value("int8_flags", ojson()) != here["int8_flags"])
+            return false;
+        if (record["speedup"].get<double>() <= 1) return false;
+        timed = true;
+    }
+    return timed;
+}
+
 }  // namespace
 
 std::string stage_precision(const std::string& stage, const std::string& precision) {
@@ -133,6 +198,10 @@ std::string choose_precision(const Bundle& bundle, const std::string& backend, c
     if (requested == "auto") {
         for (const std::string& p : faster(backend))
             if (has(p) && !shortfall(bundle, p)) return p;
+        for (const std::string& p : measured(backend))
+            if (has(p) && !shortfall(bundle, p) && measured_faster_here(bundle, p) &&
+                !(p == "int8" && saturated(bundle, backend)))
+                return p;
         return "fp32";
     }
     if (!is_precision(requested))
@@ -140,7 +209,7 @@ std::string choose_precision(const Bundle& bundle, const std::string& backend, c
     if (!has(requested))
         throw BundleError(bundle.path + " has no " + requested + " graphs (it has: " + joined(have) +
                           "); make them with: " + calib_command(bundle.path, requested));
-    if (requested == "int8" && backend == "ort-cpu" && int8_weight_bits(bundle) > 7 && saturates_8bit_weights())
+    if (requested == "int8" && saturated(bundle, backend))
         throw BundleError(bundle.path + ": its int8 graphs have 8-bit weights, which ONNX Runtime's integer kernels "
                           "saturate on this CPU (x86 without VNNI); make 7-bit ones with: " +
                           calib_command(bundle.path, "int8") + " --weight-bits 7");

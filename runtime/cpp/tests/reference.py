@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from creps import grid
-from creps.errors import CrepsError
+from creps.errors import BundleError, CrepsError
 from creps.runtime import Runtime, stages
 from creps.runtime.bundle import sha256_file
+from creps.runtime.cpu import int8_kernel_class
 from creps.runtime.tiling import UNLIMITED, Limits, make_plan
 
 TINY = dict(z_dim=32, w_dim=32, img_resolution=16, mapping_layers=2, channel_base=512, channel_max=32, rank=4)
@@ -327,16 +328,16 @@ def bundle_refusals(bundle: Path, scratch: Path) -> list[dict]:
     return cases
 
 
-def with_precision(bundle: Path, folder: Path, precision: str, error: dict, bar: dict) -> Path:
+def with_precision(bundle: Path, folder: Path, precision: str, error: dict, bar: dict, fields: dict) -> Path:
     """A copy whose lines and pixels graphs also come as `precision` (the fp32 files under other names),
-    with `error` recorded against `bar`: what `auto` chooses from."""
+    with `error` recorded against `bar` and `fields` ({stage: entry fields}) besides: what `auto` chooses from."""
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(bundle, folder)
 
     def change(m):
         for stage in ("lines", "pixels"):
             entry = dict(m["graphs"][stage], precision=precision, file=f"{stage}.{precision}.onnx",
-                         measured_error=error)
+                         measured_error=error, **fields.get(stage, {}))
             shutil.copy(folder / f"{stage}.onnx", folder / entry["file"])
             m["graphs"][f"{stage}.{precision}"] = entry
         m.setdefault("verification", {})["precision"] = {"bars": {precision: bar}}
@@ -344,26 +345,46 @@ def with_precision(bundle: Path, folder: Path, precision: str, error: dict, bar:
     return folder
 
 
+def timed(speedup=1.5, **where) -> dict:
+    """A stage's cpu_speedup as creps-calib records it: timed on this CPU, or `where`."""
+    return {"cpu_speedup": {"speedup": speedup, **int8_kernel_class(), "cores": 2, **where}}
+
+
+def both(**fields) -> dict:
+    return {"lines": fields, "pixels": fields}
+
+
 FLOAT_BAR = {"psnr_db": 40.0, "max_abs": 0.1}
 UINT8_BAR = {"uint8_psnr_db": 45.0, "max_abs": 0.25}  # as creps-calib records the int8 bar
-PRECISION_CASES = [  # (precision, recorded error, recorded bar)
-    ("int8", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR), ("int8", {"psnr_db": None, "max_abs": 0.5}, FLOAT_BAR),
-    ("fp16", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR),
-    ("int8", {"uint8_psnr_db": 50.0, "max_abs": 0.1}, UINT8_BAR),
-    ("int8", {"uint8_psnr_db": 44.0, "max_abs": 0.1}, UINT8_BAR),
-    ("int8", {"uint8_psnr_db": 50.0, "max_abs": 0.1}, {"ssim": 0.9}),  # a bar this creps does not know
-    ("int8", {"max_abs": 0.1}, UINT8_BAR),  # a figure the bar names, not recorded
+GOOD = {"uint8_psnr_db": 50.0, "max_abs": 0.1}
+PRECISION_CASES = [  # (precision, recorded error, recorded bar, graph entry fields)
+    ("int8", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR, both(**timed())),
+    ("int8", {"psnr_db": None, "max_abs": 0.5}, FLOAT_BAR, both(**timed())),
+    ("fp16", {"psnr_db": None, "max_abs": 0.0}, FLOAT_BAR, {}),
+    ("int8", GOOD, UINT8_BAR, both(**timed())), ("int8", GOOD, UINT8_BAR, {}),  # no timing: not for auto
+    ("int8", {"uint8_psnr_db": 44.0, "max_abs": 0.1}, UINT8_BAR, both(**timed())),
+    ("int8", GOOD, {"ssim": 0.9}, both(**timed())),  # a bar this creps does not know
+    ("int8", {"max_abs": 0.1}, UINT8_BAR, both(**timed())),  # a figure the bar names, not recorded
+    ("int8", GOOD, UINT8_BAR, both(**timed(0.9))), ("int8", GOOD, UINT8_BAR, both(**timed(True))),
+    ("int8", GOOD, UINT8_BAR, both(**timed(cpu="Another CPU"))),
+    ("int8", GOOD, UINT8_BAR, both(**timed(int8_flags=["avx2", "i8mm"]))),
+    ("int8", GOOD, UINT8_BAR, {"lines": {"cpu_speedup": None}, "pixels": timed()}),  # lines kept in float
+    ("int8", GOOD, UINT8_BAR, {"lines": {"cpu_speedup": {}}, "pixels": timed()}),
+    ("int8", GOOD, UINT8_BAR, both(weight_bits=8, **timed())),  # this CPU's kernels may saturate them
 ]
 
 
 def precisions(bundle: Path, scratch: Path) -> list[dict]:
     """What each requested precision runs (Runtime.precision), on copies with reduced-precision graphs."""
     cases = []
-    for i, (precision, error, bar) in enumerate(PRECISION_CASES):
-        folder = with_precision(bundle, scratch / f"precision-{i}", precision, error, bar)
+    for i, (precision, error, bar, fields) in enumerate(PRECISION_CASES):
+        folder = with_precision(bundle, scratch / f"precision-{i}", precision, error, bar, fields)
         for requested in ("auto", precision, "fp32"):
-            with Runtime(folder, backend="ort-cpu", threads=1, precision=requested) as runtime:
-                cases.append({"dir": str(folder), "requested": requested, "runs": runtime.precision})
+            try:
+                with Runtime(folder, backend="ort-cpu", threads=1, precision=requested) as runtime:
+                    cases.append({"dir": str(folder), "requested": requested, "runs": runtime.precision})
+            except BundleError as exc:
+                cases.append({"dir": str(folder), "requested": requested, "refused": str(exc)})
     return cases
 
 
