@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import threading
-import time
 
 import click
 
@@ -40,8 +39,7 @@ class Interrupted(BaseException):
 @contextlib.contextmanager
 def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
-    ones are ignored, so a second Ctrl-C cannot cut the cleanup short. One that comes during
-    an import waits for the import's end (see `importing`). Signals a parent left
+    ones are ignored, so a second Ctrl-C cannot cut the cleanup short. Signals a parent left
     ignored (a shell's background job ignores SIGINT) stay ignored. The signal's number is
     appended to `received`, so a caller knows of it even when a library turned the
     Interrupted into an error of its own (torch.export wraps what its tracing raises).
@@ -50,21 +48,15 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    raised = deferred = over = False
+    raised = False
 
     def handler(signum, frame):
-        nonlocal raised, deferred
-        if raised:
-            return
-        if importing(frame):
-            if not deferred:
-                deferred = True
-                resend_after_import(signum, lambda: raised or over)
-            return
-        raised = True
-        if received is not None:
-            received.append(signum)
-        raise Interrupted(signum)
+        nonlocal raised
+        if not raised:
+            raised = True
+            if received is not None:
+                received.append(signum)
+            raise Interrupted(signum)
 
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
     for signum, old in previous.items():
@@ -73,35 +65,8 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     try:
         yield
     finally:
-        over = True
         for signum, old in previous.items():
             signal.signal(signum, old if restore else signal.SIG_IGN)
-
-
-def importing(frame) -> bool:
-    """Whether `frame` runs inside an import. A C extension's initialisation may call back
-    into Python from C++ (torch's does, through pybind11); an exception a signal handler
-    raises there cannot unwind through the C++ and aborts the process (std::terminate)."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def resend_after_import(signum: int, done) -> None:
-    """Send `signum` to the main thread again, whenever it is out of every import, until
-    `done()`: its handler then raises where an exception unwinds."""
-    main = threading.main_thread()
-
-    def resend() -> None:
-        while not done() and main.is_alive():
-            frame = sys._current_frames().get(main.ident)
-            if frame is not None and not importing(frame):
-                signal.pthread_kill(main.ident, signum)
-            time.sleep(0.01)
-
-    threading.Thread(target=resend, name="creps-interrupt", daemon=True).start()
 
 
 def command(**settings):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -112,34 +110,3 @@ def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch
         for s, handler in before.items():
             signal.signal(s, handler)
     assert capsys.readouterr().out == "done\n"
-
-
-def test_a_signal_during_an_import_waits_for_its_end(monkeypatch, capsys, tmp_path):
-    """A C extension's initialisation can call Python from C++ (torch's does), where a raised
-    Interrupted aborts the process: a signal in an import is raised once the import is over."""
-    (tmp_path / "slow_import.py").write_text(
-        "import os, signal, time\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\n"
-        "deadline = time.monotonic() + 0.3\n"
-        "while time.monotonic() < deadline:  # bytecode runs, where a handler could raise\n"
-        "    pass\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "argv", ["cmd"])
-    imported = []
-
-    @command()
-    def cli():
-        try:
-            importlib.import_module("slow_import")
-            for _ in range(100):
-                time.sleep(0.1)
-        finally:
-            imported.append("slow_import" in sys.modules)  # a failed import leaves no module
-
-    try:
-        with pytest.raises(SystemExit) as exit:
-            run_command(cli)
-    finally:
-        sys.modules.pop("slow_import", None)
-    assert exit.value.code == 143 and imported == [True]
-    assert capsys.readouterr().err == "interrupted\n"
