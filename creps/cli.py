@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
 import logging
 import re
 import signal
@@ -23,6 +24,10 @@ from creps.errors import CrepsError
 
 EXIT_ERROR = 1
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+# Packages whose import runs C++ that calls back into Python (torch's _C init does): an
+# exception raised in such a callback cannot unwind through the C++ and ends the process in
+# std::terminate, so a signal that comes while one is imported is raised once it is in.
+NATIVE_IMPORTS = frozenset({"torch", "onnx", "onnxruntime", "onnxscript", "tensorrt", "cuda"})
 
 
 class Interrupted(BaseException):
@@ -36,6 +41,48 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class NativeImports(importlib.abc.MetaPathFinder):
+    """On sys.meta_path: runs the main thread's import of a NATIVE_IMPORTS package (with all
+    it imports in turn) through `exec_module` below, which counts it in `depth`; a signal the
+    handler `hold`s meanwhile is raised when the import ends, from the import statement."""
+
+    def __init__(self):
+        self.depth = 0
+        self.held: int | None = None
+        self.loaders: dict[str, importlib.abc.Loader] = {}  # by module name, until exec_module
+
+    def find_spec(self, name, path, target=None):
+        if name not in NATIVE_IMPORTS or threading.current_thread() is not threading.main_thread():
+            return None
+        finders = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
+        spec = next(filter(None, (f.find_spec(name, path, target) for f in finders)), None)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        self.loaders[name], spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loaders[spec.name].create_module(spec)
+
+    def exec_module(self, module):
+        loader = self.loaders.pop(module.__spec__.name)
+        module.__spec__.loader = module.__loader__ = loader  # the package sees its own loader
+        self.depth += 1
+        try:
+            loader.exec_module(module)
+        finally:
+            self.depth -= 1
+        if not self.depth and self.held is not None:
+            signum, self.held = self.held, None
+            raise Interrupted(signum)
+
+    def hold(self, signum: int) -> bool:
+        """Keep `signum` for the end of the import under way, if one is."""
+        if self.depth:
+            self.held = signum
+        return bool(self.depth)
+
+
 @contextlib.contextmanager
 def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
@@ -43,12 +90,14 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     ignored (a shell's background job ignores SIGINT) stay ignored. The signal's number is
     appended to `received`, so a caller knows of it even when a library turned the
     Interrupted into an error of its own (torch.export wraps what its tracing raises).
+    One that comes while a NATIVE_IMPORTS package is imported is raised when that import ends.
     On the way out the previous handlers come back, or with `restore=False` (a process that
     ends with the command) signals are ignored from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     raised = False
+    imports = NativeImports()
 
     def handler(signum, frame):
         nonlocal raised
@@ -56,15 +105,18 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
             raised = True
             if received is not None:
                 received.append(signum)
-            raise Interrupted(signum)
+            if not imports.hold(signum):
+                raise Interrupted(signum)
 
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
     for signum, old in previous.items():
         if old is not signal.SIG_IGN:
             signal.signal(signum, handler)
+    sys.meta_path.insert(0, imports)
     try:
         yield
     finally:
+        sys.meta_path.remove(imports)
         for signum, old in previous.items():
             signal.signal(signum, old if restore else signal.SIG_IGN)
 

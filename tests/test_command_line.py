@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from creps.cli import command, entry_point, run_command
+from creps.cli import NativeImports, command, entry_point, run_command
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -91,6 +91,42 @@ def test_a_signal_a_library_turned_into_its_own_error_is_still_an_interrupt(monk
     with pytest.raises(SystemExit) as exit:
         run_command(cli)
     assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+
+
+def importing_command(tmp_path, monkeypatch, native: bool):
+    """A command that imports a package which signals itself halfway through its own code;
+    `native`: the package is counted as one whose import calls back from C++ into Python."""
+    package = tmp_path / "selfsignalling"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import os, pathlib, signal\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "total = sum(range(100000))  # bytecode runs here: a signal not held is raised on the way\n"
+        "pathlib.Path(__file__).with_name('finished').touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "selfsignalling", raising=False)
+    monkeypatch.setattr("creps.cli.NATIVE_IMPORTS", frozenset({"selfsignalling"} if native else ()))
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    ran = []
+
+    @command()
+    def cli():
+        import selfsignalling  # noqa: F401
+        ran.append(True)
+
+    return cli, ran
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_signal_during_a_native_import_waits_for_its_end(tmp_path, monkeypatch, capsys, native):
+    """torch's import runs Python called from C++ (_c10d_init): an exception raised there ends
+    in std::terminate, so a signal then is raised once the package is in, and not later."""
+    cli, ran = importing_command(tmp_path, monkeypatch, native)
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+    assert (tmp_path / "selfsignalling" / "finished").exists() is native
+    assert ran == [] and not any(isinstance(f, NativeImports) for f in sys.meta_path)
 
 
 def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch, capsys):
