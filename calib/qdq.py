@@ -11,13 +11,16 @@ build by and check (`violations`):
   output-channel axis of the layer that reads them;
 - every Q feeds DQ nodes only and every DQ reads a Q or an int8 constant (no dangling
   half of a pair), and a Q -> DQ pair shares its scale (no hidden re-quantization);
+- the one int32 constant is a quantized Gemm's bias, at its input scale times its weight
+  scales (ONNX's bias form, which ONNX Runtime's QGemm needs); TensorRT takes no int32 DQ,
+  so its builder reads these biases folded back to float (`float_biases`, the same values);
 - no per-sample weight (a MatMul input computed from the styles alone, the `folded`
   modulation form) is quantized: it could only get one per-tensor scale, and its layer
   belongs in the `activation` form with a constant, per-channel weight.
 
 Quantized layers get no Q/DQ on their outputs: TensorRT fuses DQ -> MatMul and writes
 the output in float, and ONNX Runtime turns the same pattern into MatMulIntegerToFloat
-(QGemm for Gemm), so an output Q would only add error.
+(QGemm, bias included, for a Gemm with an int32 bias), so an output Q would only add error.
 """
 
 from __future__ import annotations
@@ -141,36 +144,30 @@ def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float]
             continue
         node = onnx.NodeProto.FromString(node.SerializeToString())
         tag = node.name
-        rows = gemm_rows(node, consts)
-        calibrated = list(node.input[:2])  # the names amax knows
-        if rows is not None:  # 2-D rows seen as 3-D (1, rows, in): see as_matmul
-            inits.append(numpy_helper.from_array(np.array([1, -1, rows[0]], np.int64), f"{tag}__3d"))
-            nodes.append(helper.make_node("Reshape", [node.input[0], f"{tag}__3d"], [f"{tag}__in0_3d"],
-                                          name=f"{tag}__to_3d"))
-            node.input[0] = f"{tag}__in0_3d"
+        bias = plain_bias(node, consts) if layer.weight is not None else None
+        scales = {}
         for i, name in enumerate(node.input[:2]):
             q, s, z, dq = (f"{tag}__in{i}_{part}" for part in ("q", "scale", "zero", "dq"))
             if name == layer.weight:
-                values, scale = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis, weight_bits)
-                inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scale, s),
-                          numpy_helper.from_array(np.zeros(scale.shape, np.int8), z)]
+                values, scales[i] = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis, weight_bits)
+                inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scales[i], s),
+                          numpy_helper.from_array(np.zeros(scales[i].shape, np.int8), z)]
                 nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq",
                                               axis=layer.axis))
             else:
-                inits += [numpy_helper.from_array(activation_scale(amax[calibrated[i]]), s),
-                          numpy_helper.from_array(np.int8(0), z)]
+                scales[i] = activation_scale(amax[name])
+                inits += [numpy_helper.from_array(scales[i], s), numpy_helper.from_array(np.int8(0), z)]
                 nodes += [helper.make_node("QuantizeLinear", [name, s, z], [q], name=f"{tag}__in{i}_quantize"),
                           helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq")]
-            if switchable:
-                nodes.append(helper.make_node("Where", [switch_name(layer.name), dq, name], [f"{dq}__pick"],
-                                              name=f"{tag}__in{i}_switch"))
-                dq = f"{dq}__pick"
-            node.input[i] = dq
-        if rows is not None:
-            inits.append(numpy_helper.from_array(np.array([-1, rows[1]], np.int64), f"{tag}__2d"))
-            nodes += as_matmul(node, f"{tag}__2d")
-        else:
-            nodes.append(node)
+            node.input[i] = switched(nodes, layer, dq, name) if switchable else dq
+        if bias is not None:
+            q, s = f"{tag}__bias_q", f"{tag}__bias_scale"
+            values, scale = quantize_bias(numpy_helper.to_array(consts[bias]), scales[0] * scales[1])
+            inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scale, s)]
+            nodes.append(helper.make_node("DequantizeLinear", [q, s], [f"{tag}__bias_dq"], name=f"{tag}__bias_dq",
+                                          axis=0))
+            node.input[2] = switched(nodes, layer, f"{tag}__bias_dq", bias) if switchable else f"{tag}__bias_dq"
+        nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
@@ -180,35 +177,52 @@ def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float]
     return out
 
 
-def gemm_rows(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> tuple[int, int] | None:
-    """(in, out) of an exporter's Gemm (addmm: rows @ W + b, W constant [in, out]) that `as_matmul`
-    rewrites; None for any other node."""
+def plain_bias(node: onnx.NodeProto, consts: dict[str, onnx.TensorProto]) -> str | None:
+    """The constant bias C of a Gemm computing A @ B + C (alpha = beta = 1), one value per output channel."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if node.op_type != "Gemm" or attrs.get("transA", 0) or attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0 \
-            or attrs.get("beta", 1.0) != 1.0 or node.input[1] not in consts or (bias and bias not in consts):
+    bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else ""
+    if bias not in consts or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 \
+            or attrs.get("transA", 0) or node.input[1] not in consts:
         return None
-    k, n = consts[node.input[1]].dims
-    return k, n
+    channels = consts[node.input[1]].dims[weight_axis(node)]
+    return bias if list(consts[bias].dims) == [channels] else None
 
 
-def as_matmul(gemm: onnx.NodeProto, shape_2d: str) -> list[onnx.NodeProto]:
-    """A quantized Gemm (its first input already made 3-D) as MatMul, Add of its bias, Reshape to 2-D.
+def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Gemm's float bias as int32 at its product's scale (input scale x weight scale, per
+    output channel): ONNX's Q/DQ form of a bias, which ONNX Runtime's QGemm fusion wants (a
+    float bias keeps the whole Gemm in float). TensorRT takes no int32 DQ: its builder reads
+    the bias folded back to float (`float_biases`), the same values."""
+    scale = np.broadcast_to(np.asarray(scale, np.float32), bias.shape).astype(np.float32)
+    limit = np.iinfo(np.int32).max
+    return np.clip(np.rint(bias / scale), -limit, limit).astype(np.int32), scale
 
-    The same function, but ONNX Runtime turns DQ -> MatMul into an integer kernel
-    (MatMulIntegerToFloat), while DQ -> Gemm with a float bias stays float (its QGemm
-    fusion wants the bias in int32, which TensorRT's Q/DQ rules do not have). On 2-D
-    rows, ONNX Runtime's basic optimizer fuses MatMul + Add back into a Gemm before the
-    Q/DQ fusions run; on 3-D it does not. TensorRT fuses MatMul + bias either way.
-    """
-    product, biased = f"{gemm.name}__product", f"{gemm.name}__biased"
-    nodes = [helper.make_node("MatMul", list(gemm.input[:2]), [product], name=gemm.name)]
-    if len(gemm.input) > 2 and gemm.input[2]:
-        nodes.append(helper.make_node("Add", [product, gemm.input[2]], [biased], name=f"{gemm.name}__bias"))
-    else:
-        biased = product
-    nodes.append(helper.make_node("Reshape", [biased, shape_2d], list(gemm.output), name=f"{gemm.name}__to_2d"))
-    return nodes
+
+def float_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every DQ of an int32 constant (a `quantize_bias` bias) replaced by its
+    float value: what TensorRT's Q/DQ rules take, and the same function."""
+    consts = constants(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = []
+    for node in out.graph.node:
+        data = node.input[0] if node.op_type == "DequantizeLinear" else None
+        if data in consts and consts[data].data_type == TensorProto.INT32:
+            values = numpy_helper.to_array(consts[data]).astype(np.float32) * numpy_helper.to_array(consts[node.input[1]])
+            out.graph.initializer.append(numpy_helper.from_array(values.astype(np.float32), node.output[0]))
+        else:
+            kept.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
+def switched(nodes: list, layer: Layer, quantized: str, exact: str) -> str:
+    """A switchable graph's choice between a layer input's quantized and exact values (Where
+    picks one: no arithmetic on them)."""
+    nodes.append(helper.make_node("Where", [switch_name(layer.name), quantized, exact], [f"{quantized}__pick"],
+                                  name=f"{quantized}__switch"))
+    return f"{quantized}__pick"
 
 
 def switches(chosen: list[Layer], on: set[str]) -> dict[str, np.ndarray]:
@@ -263,10 +277,30 @@ def _pair_violations(node, consts, producers, consumers) -> list[str]:
     elif data not in consts and (data not in producers or producers[data].op_type != "QuantizeLinear"):
         problems.append(f"{node.name}: dequantizes {data}, which is neither a QuantizeLinear output nor an "
                         "int8 constant (missing Q)")
+    elif data in consts and consts[data].data_type == TensorProto.INT32:
+        problems += _bias_violations(node, consts, producers, consumers)
     elif data in consts and consts[data].data_type != TensorProto.INT8:
         problems.append(f"{node.name}: constant {data} is {TensorProto.DataType.Name(consts[data].data_type)}, "
                         "not int8")
     return problems
+
+
+def _bias_violations(node, consts, producers, consumers) -> list[str]:
+    """An int32 constant is dequantized only as the bias of a Gemm whose two inputs are
+    dequantized, at their scales' product (what TensorRT's builder gets back as float)."""
+    users = consumers.get(node.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Gemm" or list(users[0].input[2:3]) != [node.output[0]]:
+        return [f"{node.name}: an int32 constant dequantized for {', '.join(u.op_type for u in users) or 'nothing'}, "
+                "not as one Gemm's bias"]
+    gemm = users[0]
+    sources = [producers.get(i) for i in gemm.input[:2]]
+    if any(s is None or s.op_type != "DequantizeLinear" or s.input[1] not in consts for s in sources):
+        return [f"{node.name}: bias of {gemm.name}, whose inputs are not both dequantized"]
+    product = np.multiply(*(numpy_helper.to_array(consts[s.input[1]]) for s in sources), dtype=np.float32)
+    if not np.array_equal(np.broadcast_to(product, numpy_helper.to_array(consts[node.input[1]]).shape),
+                          numpy_helper.to_array(consts[node.input[1]])):
+        return [f"{node.name}: bias scale of {gemm.name} is not its input scale times its weight scales"]
+    return []
 
 
 def violations(model: onnx.ModelProto, stage: str | None = None) -> list[str]:

@@ -80,6 +80,36 @@ def test_a_pair_with_two_scales_is_a_hidden_requantization():
     assert any("scales differ" in p for p in qdq.violations(graph(nodes, inits)))
 
 
+def gemm_with_int32_bias(bias_scale=None, user="Gemm"):
+    """good_parts as a Gemm whose bias is int32 at the input scale times the weight scales."""
+    nodes, inits = good_parts()
+    scale = np.float32(0.1) * (np.abs(W).max(0) / 127).astype(np.float32) if bias_scale is None else bias_scale
+    inits += [numpy_helper.from_array(np.rint(B / scale).astype(np.int32), "Bq"), const("bs", scale)]
+    nodes[-1] = (helper.make_node("Gemm", ["xd", "Wd", "Bd"], ["y"], name="mm") if user == "Gemm" else
+                 helper.make_node("Add", ["xd", "Bd"], ["y"], name="mm"))
+    return graph([helper.make_node("DequantizeLinear", ["Bq", "bs"], ["Bd"], name="dq_b", axis=0), *nodes], inits)
+
+
+def test_an_int32_constant_is_allowed_only_as_a_gemm_bias_at_the_product_scale():
+    assert qdq.violations(gemm_with_int32_bias()) == []
+    assert any("not its input scale times its weight scales" in p
+               for p in qdq.violations(gemm_with_int32_bias(bias_scale=np.full(6, 0.01, np.float32))))
+    assert any("not as one Gemm's bias" in p for p in qdq.violations(gemm_with_int32_bias(user="Add")))
+
+
+def test_float_biases_gives_tensorrt_the_same_function_without_int32():
+    model = gemm_with_int32_bias()
+    folded = qdq.float_biases(model)
+    types = {t.name: t.data_type for t in folded.graph.initializer}
+    dequantized = [n.input[0] for n in folded.graph.node if n.op_type == "DequantizeLinear"]
+    assert all(types.get(i, TensorProto.INT8) == TensorProto.INT8 for i in dequantized)  # no int32 DQ left
+    assert qdq.violations(folded) == []
+    x = RNG.standard_normal((7, 16)).astype(np.float32)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (model, folded)]
+    np.testing.assert_allclose(run[0], run[1], rtol=1e-6, atol=1e-6)
+
+
 def test_a_per_sample_weight_quantized_per_tensor_is_refused():
     """The folded form: the weight is computed from the style (ws), not a constant."""
     nodes = [helper.make_node("Mul", ["W", "ws"], ["Wn"], name="fold"),  # (16, 6) * (1, 6): one weight per sample
@@ -121,14 +151,15 @@ def test_with_qdq_is_symmetric_fake_quantization_and_onnxruntime_runs_it_in_inte
     assert max(int(np.abs(w).max()) for w in weights) == top  # each channel's largest weight at the top level
     x = RNG.standard_normal((5, 16)).astype(np.float32) * 1.5  # beyond the range 4: saturates
     w_scale = np.abs(W).max(axis=0) / top
-    want = fake_quant(x, 4.0 / 127) @ fake_quant(W, w_scale) + (B if op == "Gemm" else 0)
+    bias_scale = np.float32(4.0 / 127) * w_scale.astype(np.float32)  # a Gemm's bias in int32 at the product's scale
+    want = fake_quant(x, 4.0 / 127) @ fake_quant(W, w_scale) + (np.rint(B / bias_scale) * bias_scale if op == "Gemm" else 0)
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     options.log_severity_level = 3
     session = ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["y"], {"x": x})[0], want, rtol=1e-5, atol=1e-5)
     ops = {n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node}
-    assert "MatMulIntegerToFloat" in ops and not ops & {"MatMul", "Gemm", "FusedGemm"}, ops
+    assert ("QGemm" if op == "Gemm" else "MatMulIntegerToFloat") in ops and not ops & {"MatMul", "Gemm", "FusedGemm"}, ops
     summary = qdq.summary(quantized)
     assert summary["int8_layers"] == summary["int8_per_channel_weight_layers"] == 1
 
