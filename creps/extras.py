@@ -16,6 +16,7 @@ MODULES = {
     "torch": ("torch", "safetensors"),
     "train": ("torch", "safetensors"),
     "calib": ("onnx", "onnxruntime"),
+    "trt": ("onnx",),  # tensorrt and cuda-python are checked as they load (runtime/trt.py)
     "export": ("torch", "safetensors", "onnx", "onnxscript", "onnxruntime"),
     "bench": ("torch", "safetensors", "onnx", "onnxscript", "onnxruntime", "matplotlib"),
     "serve": ("starlette", "uvicorn"),

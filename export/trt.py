@@ -4,7 +4,7 @@ Thin on purpose, and written to the Python API that TensorRT 10.3 (JetPack 6) an
 share (docs/tensorrt.md lists every call and the page it follows):
 
     Builder.create_network(1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    OnnxParser.parse_from_file -> IBuilderConfig (workspace via set_memory_pool_limit,
+    OnnxParser.parse (INT8 biases folded to float) -> IBuilderConfig (workspace via set_memory_pool_limit,
     one optimization profile from the runtime's tile plan, a shared timing cache,
     optional VERSION_COMPATIBLE / hardware compatibility) -> build_serialized_network
 
@@ -38,9 +38,18 @@ class EngineBuildError(CrepsError):
 
 
 def _parse(trt, builder, logger, path: Path):
+    import onnx  # here, not above: plans (creps-export --trt --dry-run) need no onnx
+    from google.protobuf.message import DecodeError
+
+    from creps.calib.qdq import float_biases
+
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
+    try:
+        model = float_biases(onnx.load(path))  # INT8 graphs' int32 biases, which TensorRT does not dequantize
+    except DecodeError as exc:
+        raise EngineBuildError(f"{path}: TensorRT cannot parse it (not an ONNX graph: {exc})") from None
+    if not parser.parse(model.SerializeToString(), str(path)):
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
         raise EngineBuildError(f"{path}: TensorRT cannot parse it ({errors or 'no details'})")
     return network, parser
@@ -82,6 +91,7 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
     """Build the plan's engines into the bundle and record them in its manifest; returns the entries."""
     if hardware not in HARDWARE_LEVELS:
         raise EngineBuildError(f"hardware compatibility {hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
+    require("creps-export --trt", "trt")
     try:
         trt = load_tensorrt()
         device = current_device(load_cudart())

@@ -70,6 +70,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 
@@ -535,6 +536,15 @@ def _dims(shape) -> Dims:
     return Dims(operator.index(d) for d in shape)
 
 
+def non_activation_dequantized(onnx_bytes: bytes) -> str | None:
+    """The first DequantizeLinear whose input is an int32 constant: TensorRT dequantizes only
+    its activation types (int8, fp8, int4), so its ONNX parser refuses the node."""
+    model = onnx.ModelProto.FromString(bytes(onnx_bytes))
+    int32 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+    return next((n.name or n.output[0] for n in model.graph.node
+                 if n.op_type == "DequantizeLinear" and n.input[0] in int32), None)
+
+
 def _graph_io(sess):
     """[(name, mode, dtype name, Dims)] of a graph's inputs then outputs; symbolic axes are -1."""
     def dims(shape):
@@ -625,14 +635,20 @@ def tensorrt_module(version: str, gpu: FakeGpu) -> types.ModuleType:
             self._errors.clear()
 
         def parse_from_file(self, model):
-            try:
-                with open(model, "rb") as f:
-                    data = f.read()
-                sess = session(data)
-            except Exception as exc:  # ONNX Runtime's refusal stands for the parser's
-                self._errors.append(ParserError(f"failed to parse {model}: {type(exc).__name__}"))
+            with open(model, "rb") as f:
+                return self.parse(f.read(), model)
+
+        def parse(self, model, path=None):
+            refused = non_activation_dequantized(model)
+            if refused:  # the real parser's words for it
+                self._errors.append(ParserError(f"{refused}: only activation types allowed as input to this layer."))
                 return False
-            self.network.onnx = data
+            try:
+                sess = session(bytes(model))
+            except Exception as exc:  # ONNX Runtime's refusal stands for the parser's
+                self._errors.append(ParserError(f"failed to parse {path or 'the model'}: {type(exc).__name__}"))
+                return False
+            self.network.onnx = bytes(model)
             for name, mode, dtype, shape in _graph_io(sess):
                 (self.network._inputs if mode == "INPUT" else self.network._outputs).append(ITensor(name, dtype, shape))
             return True

@@ -89,7 +89,7 @@ def test_unparsable_graph_is_one_error_and_no_engines(fake_gpu, engine_bundle):
     (engine_bundle / "lines.onnx").write_bytes(b"not onnx")
     manifest["graphs"]["lines"]["sha256"] = hashlib.sha256(b"not onnx").hexdigest()
     write_manifest(engine_bundle, manifest)
-    with pytest.raises(EngineBuildError, match=r"lines.onnx: TensorRT cannot parse it \(failed to parse"):
+    with pytest.raises(EngineBuildError, match=r"lines.onnx: TensorRT cannot parse it \(not an ONNX graph"):
         build(engine_bundle)
     assert not read_bundle(engine_bundle).engines
 
@@ -115,3 +115,30 @@ def test_tensorrt_refusing_a_build_call_is_one_error(fake_gpu, engine_bundle, ca
     with pytest.raises(EngineBuildError, match="TensorRT"):
         build(engine_bundle)
     assert not read_bundle(engine_bundle).engines
+
+
+def test_an_int8_graph_reaches_tensorrt_with_its_int32_biases_as_float(fake_gpu, tmp_path):
+    """ONNX Runtime's QGemm wants a Gemm's bias as int32 through DQ; TensorRT dequantizes only
+    activation types and refuses it, so the builder parses the graph with those biases folded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from creps.calib import qdq
+
+    rng = np.random.default_rng(3)
+    weight, bias = rng.standard_normal((8, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="layer")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
+    model = qdq.with_qdq(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]),
+                         [qdq.Layer("layer", "Gemm", ("x",), "W", 1)], {"x": 3.0}, 7)
+    path = tmp_path / "layer.onnx"
+    path.write_bytes(model.SerializeToString())
+    trt = fake_gpu.tensorrt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    raw = trt.OnnxParser(builder.create_network(0), logger)
+    assert not raw.parse_from_file(str(path)) and "only activation types" in raw.get_error(0).desc()
+    network, _parser = importlib.import_module("creps.export.trt")._parse(trt, builder, logger, path)
+    assert [network.get_input(0).name, network.get_output(0).name] == ["x", "y"]
