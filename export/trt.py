@@ -91,7 +91,6 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
     """Build the plan's engines into the bundle and record them in its manifest; returns the entries."""
     if hardware not in HARDWARE_LEVELS:
         raise EngineBuildError(f"hardware compatibility {hardware!r} is not one of {', '.join(HARDWARE_LEVELS)}")
-    require("creps-export --trt", "trt")
     try:
         trt = load_tensorrt()
         device = current_device(load_cudart())
@@ -99,6 +98,7 @@ def build_engines(bundle_dir: str | os.PathLike, plan: BuildPlan, timing_cache: 
         raise EngineBuildError(f"{str(exc).removeprefix('tensorrt: ')}: no engines were built (the ONNX bundle is "
                                "complete; build them where TensorRT and the GPU are: creps-export --out DIR --trt)"
                                ) from None
+    require("creps-export --trt", "trt")  # onnx, read by _parse
     bundle = read_bundle(bundle_dir)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
