@@ -8,6 +8,7 @@ exit code.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import importlib.abc
@@ -42,17 +43,25 @@ class Interrupted(BaseException):
 
 
 class NativeImports(importlib.abc.MetaPathFinder):
-    """On sys.meta_path: runs the main thread's import of a NATIVE_IMPORTS package (with all
-    it imports in turn) through `exec_module` below, which counts it in `depth`; a signal the
-    handler `hold`s meanwhile is raised when the import ends, from the import statement."""
+    """On sys.meta_path: runs the main thread's import of a NATIVE_IMPORTS module (a package or
+    one of its submodules, with all it imports in turn) through `exec_module` below, which
+    counts it in `depth`; a signal the handler `hold`s meanwhile is raised when the import
+    ends. Raised from exec_module, it would make the import machinery drop the module from
+    sys.modules, and the next import would run it again (torch registers its operators twice);
+    so `statement`, builtins.__import__ while installed, raises it once the outermost import
+    statement has returned. An import by importlib.import_module with no statement around it
+    gets it from exec_module."""
 
     def __init__(self):
-        self.depth = 0
+        self.depth = 0  # native modules being executed
+        self.statements = 0  # import statements under way in the main thread
         self.held: int | None = None
         self.loaders: dict[str, importlib.abc.Loader] = {}  # by module name, until exec_module
+        self.main = threading.main_thread().ident
+        self.builtin_import = builtins.__import__
 
     def find_spec(self, name, path, target=None):
-        if name not in NATIVE_IMPORTS or threading.current_thread() is not threading.main_thread():
+        if name.partition(".")[0] not in NATIVE_IMPORTS or threading.get_ident() != self.main:
             return None
         finders = (f for f in sys.meta_path if f is not self and hasattr(f, "find_spec"))
         spec = next(filter(None, (f.find_spec(name, path, target) for f in finders)), None)
@@ -72,6 +81,21 @@ class NativeImports(importlib.abc.MetaPathFinder):
             loader.exec_module(module)
         finally:
             self.depth -= 1
+        if not self.statements:
+            self.raise_held()
+
+    def statement(self, *args, **kwargs):
+        if threading.get_ident() != self.main:
+            return self.builtin_import(*args, **kwargs)
+        self.statements += 1
+        try:
+            return self.builtin_import(*args, **kwargs)
+        finally:
+            self.statements -= 1
+            if not self.statements:
+                self.raise_held()
+
+    def raise_held(self) -> None:
         if not self.depth and self.held is not None:
             signum, self.held = self.held, None
             raise Interrupted(signum)
@@ -113,9 +137,11 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
         if old is not signal.SIG_IGN:
             signal.signal(signum, handler)
     sys.meta_path.insert(0, imports)
+    builtins.__import__ = imports.statement
     try:
         yield
     finally:
+        builtins.__import__ = imports.builtin_import
         sys.meta_path.remove(imports)
         for signum, old in previous.items():
             signal.signal(signum, old if restore else signal.SIG_IGN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib.metadata
 import os
 import signal
@@ -127,6 +128,40 @@ def test_a_signal_during_a_native_import_waits_for_its_end(tmp_path, monkeypatch
     assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
     assert (tmp_path / "selfsignalling" / "finished").exists() is native
     assert ran == [] and not any(isinstance(f, NativeImports) for f in sys.meta_path)
+
+
+def test_a_signal_during_a_native_submodule_import_leaves_it_imported_once(tmp_path, monkeypatch, capsys):
+    """torch imports submodules lazily, long after `import torch`, and each registers operators
+    as it runs: the signal is raised once the import statement has returned, with the module
+    in sys.modules, so nothing imports (and registers) it a second time."""
+    package = tmp_path / "selfsignalling"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "late.py").write_text(
+        "import os, pathlib, signal\n"
+        "with pathlib.Path(__file__).with_name('runs').open('a') as runs:\n"
+        "    runs.write('ran\\n')\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "total = sum(range(100000))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("selfsignalling", "selfsignalling.late"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr("creps.cli.NATIVE_IMPORTS", frozenset({"selfsignalling"}))
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    ran, before = [], builtins.__import__
+
+    @command()
+    def cli():
+        import selfsignalling  # the package first, as `import torch` is
+        import selfsignalling.late
+        ran.append(selfsignalling.late.total)
+
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+    assert ran == [] and builtins.__import__ is before
+    importlib.import_module("selfsignalling.late")  # as a library's cleanup might
+    assert (package / "runs").read_text() == "ran\n"
 
 
 def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch, capsys):
