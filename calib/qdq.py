@@ -204,16 +204,20 @@ def float_biases(model: onnx.ModelProto) -> onnx.ModelProto:
     consts = constants(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    kept = []
+    kept, folded, dropped = [], [], set()
     for node in out.graph.node:
         data = node.input[0] if node.op_type == "DequantizeLinear" else None
         if data in consts and consts[data].data_type == TensorProto.INT32:
             values = numpy_helper.to_array(consts[data]).astype(np.float32) * numpy_helper.to_array(consts[node.input[1]])
-            out.graph.initializer.append(numpy_helper.from_array(values.astype(np.float32), node.output[0]))
+            folded.append(numpy_helper.from_array(values, node.output[0]))
+            dropped.update(node.input)
         else:
             kept.append(node)
-    del out.graph.node[:]
+    read = {name for node in kept for name in node.input}
+    inits = [t for t in out.graph.initializer if t.name not in dropped or t.name in read]  # no dead int32 left
+    del out.graph.node[:], out.graph.initializer[:]
     out.graph.node.extend(kept)
+    out.graph.initializer.extend(inits + folded)
     return out
 
 
@@ -297,8 +301,8 @@ def _bias_violations(node, consts, producers, consumers) -> list[str]:
     if any(s is None or s.op_type != "DequantizeLinear" or s.input[1] not in consts for s in sources):
         return [f"{node.name}: bias of {gemm.name}, whose inputs are not both dequantized"]
     product = np.multiply(*(numpy_helper.to_array(consts[s.input[1]]) for s in sources), dtype=np.float32)
-    if not np.array_equal(np.broadcast_to(product, numpy_helper.to_array(consts[node.input[1]]).shape),
-                          numpy_helper.to_array(consts[node.input[1]])):
+    scale = numpy_helper.to_array(consts[node.input[1]])
+    if not np.array_equal(np.broadcast_to(product, scale.shape), scale):
         return [f"{node.name}: bias scale of {gemm.name} is not its input scale times its weight scales"]
     return []
 

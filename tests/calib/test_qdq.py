@@ -103,6 +103,7 @@ def test_float_biases_gives_tensorrt_the_same_function_without_int32():
     types = {t.name: t.data_type for t in folded.graph.initializer}
     dequantized = [n.input[0] for n in folded.graph.node if n.op_type == "DequantizeLinear"]
     assert all(types.get(i, TensorProto.INT8) == TensorProto.INT8 for i in dequantized)  # no int32 DQ left
+    assert TensorProto.INT32 not in types.values() and "bs" not in types  # nor its dead constants
     assert qdq.violations(folded) == []
     x = RNG.standard_normal((7, 16)).astype(np.float32)
     run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
