@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import weakref
 from pathlib import Path
 
 import click
@@ -162,6 +164,56 @@ def test_a_signal_during_a_native_submodule_import_leaves_it_imported_once(tmp_p
     assert ran == [] and builtins.__import__ is before
     importlib.import_module("selfsignalling.late")  # as a library's cleanup might
     assert (package / "runs").read_text() == "ran\n"
+
+
+class Dropping:
+    """Ways a signal can come while Python runs code whose exceptions it drops (reports to
+    sys.unraisablehook): each signals the process from inside such a callback."""
+
+    @staticmethod
+    def signal_inside():
+        os.kill(os.getpid(), signal.SIGTERM)
+        return sum(range(10000))  # bytecode runs here: the handler raises inside the callback
+
+    @classmethod
+    def weakref_callback(cls):
+        thing = cls()
+        kept = weakref.ref(thing, lambda _: cls.signal_inside())
+        del thing
+        return kept
+
+    @classmethod
+    def finalizer(cls):
+        class Finalized:
+            def __del__(self):
+                cls.signal_inside()
+        Finalized()
+
+
+@pytest.mark.parametrize("how", ["weakref_callback", "finalizer"])
+@pytest.mark.parametrize("work_after_s", [2.0, 0.0])
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # nothing reaches pytest's hook
+def test_a_signal_during_a_callback_whose_exceptions_python_drops_stops_the_command(monkeypatch, capsys, how, work_after_s):
+    """Python prints and drops an exception raised in a weakref callback or a __del__ (a
+    traceback on stderr, and the command went on to its end): the signal is raised after the
+    callback, while the command works, or on its way out if it has no work left."""
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    steps, before = [], (sys.unraisablehook, signal.getsignal(signal.SIGTERM))
+
+    @command()
+    def cli():
+        getattr(Dropping, how)()
+        steps.append("callback returned")
+        deadline = time.monotonic() + work_after_s
+        while time.monotonic() < deadline:
+            time.sleep(0.001)
+        steps.append("finished")
+
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+    assert steps == (["callback returned"] if work_after_s else ["callback returned", "finished"])
+    assert (sys.unraisablehook, signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch, capsys):
