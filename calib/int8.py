@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from creps.calib import emulate, qdq
+from creps.calib import emulate, qdq, rounding
 from creps.calib.samples import DEFAULT_JOBS, Job, StageRunner, compare, worst
 from creps.runtime.precision import REDUCED_STAGES
 
@@ -61,10 +61,12 @@ def calibration_feeds(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...],
 @dataclass
 class Stats:
     """What calibration saw of each layer input: a sample of |x|, for the x of x @ W max |x| per
-    input channel (the last axis), and each input's shape in the first feed."""
+    input channel (the last axis) and the sum of x x^T over its rows (calib/rounding.py), and
+    each input's shape in the first feed."""
 
     values: dict[str, np.ndarray]
     channel_amax: dict[str, np.ndarray]
+    moments: dict[str, np.ndarray]
     shapes: dict[str, tuple[int, ...]]
 
 
@@ -74,6 +76,7 @@ def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: lis
     session = emulate.session(emulate.with_outputs(model, names))
     values: dict[str, list] = {n: [] for n in names}
     channel_amax: dict[str, np.ndarray] = {}
+    moments: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for feed in feeds:
         for name, value in zip(names, session.run(names, feed)):
@@ -82,11 +85,12 @@ def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: lis
             values[name].append(a.ravel())
             if name in weighted:
                 channel_amax[name] = np.maximum(channel_amax.get(name, 0), a.reshape(-1, a.shape[-1]).max(axis=0))
+                moments[name] = moments.get(name, 0) + rounding.moments(value)
     joined = {}
     for name, parts in values.items():
         a = np.concatenate(parts)
         joined[name] = np.append(a[:: max(1, a.size // SAMPLE_CAP)], a.max())  # the sample keeps the maximum
-    return Stats(joined, channel_amax, shapes)
+    return Stats(joined, channel_amax, moments, shapes)
 
 
 def amax(values: np.ndarray, method: str) -> float:

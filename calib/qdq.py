@@ -122,11 +122,12 @@ def switch_name(layer: str) -> str:
 
 
 def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float], weight_bits: int,
-             switchable: bool = False) -> onnx.ModelProto:
+             switchable: bool = False, rounded: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of `model` with Q/DQ in front of each chosen layer's inputs.
 
     `amax[tensor]` is the calibrated range of each activation input (scale amax / 127);
-    constant weights are `weight_bits` wide (WEIGHT_BITS).
+    constant weights are `weight_bits` wide (WEIGHT_BITS), at quantize_weight's scales, their
+    int8 values `rounded[weight]` where given (calib/rounding.py), else the nearest.
     With `switchable`, layer L reads its quantized inputs only when the boolean scalar
     input `switch_name(L)` is true (Where picks either value: no arithmetic on them), so
     one session measures any choice of INT8 layers; such a graph is for measuring only.
@@ -150,6 +151,7 @@ def with_qdq(model: onnx.ModelProto, chosen: list[Layer], amax: dict[str, float]
             q, s, z, dq = (f"{tag}__in{i}_{part}" for part in ("q", "scale", "zero", "dq"))
             if name == layer.weight:
                 values, scales[i] = quantize_weight(numpy_helper.to_array(consts[name]), layer.axis, weight_bits)
+                values = (rounded or {}).get(name, values)
                 inits += [numpy_helper.from_array(values, q), numpy_helper.from_array(scales[i], s),
                           numpy_helper.from_array(np.zeros(scales[i].shape, np.int8), z)]
                 nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [dq], name=f"{tag}__in{i}_dq",

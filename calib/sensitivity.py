@@ -7,7 +7,7 @@ values of the full image there), as the uint8 image against FP32:
 1. Options: for each SmoothQuant strength in `ALPHAS` (calib/smooth.py) and each range
    method in `SEARCH_METHODS` (calib/int8.py; min-max only, see there), one graph per stage with every layer's Q/DQ
    behind a switch (calib/qdq.py `with_qdq(switchable=True)`), so one session runs any
-   choice of INT8 layers. Each layer alone in INT8 ("solo") gives its error under each
+   choice of INT8 layers (weights rounded for their calibration inputs, calib/rounding.py). Each layer alone in INT8 ("solo") gives its error under each
    option, worst over the jobs and the plan's latents (step 2); the layer keeps the option
    with the least. (On the jobs alone, layers whose ranges the plan's latents exceed looked
    harmless: on the published configuration one at 63 dB alone took the curve from 55 to 45 dB.)
@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from creps.calib import int8, qdq, smooth, speed
+from creps.calib import int8, qdq, rounding, smooth, speed
 from creps.calib.samples import Job, StageRunner, compare, worst
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,10 @@ class Switched:
     """The pipeline with switchable Q/DQ line and pixel graphs; `image` with a chosen set of INT8 layers."""
 
     def __init__(self, models: dict[str, onnx.ModelProto], layers: dict[str, list[qdq.Layer]],
-                 ranges: dict[str, dict[str, float]], weight_bits: int):
+                 ranges: dict[str, dict[str, float]], weight_bits: int, rounded: dict[str, dict[str, np.ndarray]]):
         self.layers = layers
         self.runner = StageRunner({**models, **{s: qdq.with_qdq(models[s], layers[s], ranges[s], weight_bits,
-                                                                switchable=True)
+                                                                switchable=True, rounded=rounded[s])
                                                 for s in int8.INT8_STAGES}})
 
     def image(self, job: Job, probe: int, on: set[tuple[str, str]]) -> np.ndarray:
@@ -122,16 +122,24 @@ def stage_layers_and_stats(models: dict, feeds: dict) -> tuple[dict, dict]:
     return layers, {s: int8.activation_stats(models[s], layers[s], feeds[s]) for s in int8.INT8_STAGES}
 
 
+def rounded_weights(models: dict, layers: dict, stats: dict, weight_bits: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per stage, the int8 values of every layer's weight, rounded for its calibration inputs (calib/rounding.py)."""
+    return {s: rounding.rounded_weights(models[s], layers[s], stats[s].moments, weight_bits)
+            for s in int8.INT8_STAGES}
+
+
 @dataclass
 class Search:
     """What the measurements found: the migrated graphs, their layers and ranges, the weights'
-    width, the layers in INT8 order (least error per multiply-add first) and those left out,
-    each layer's row of the table, the options tried, the curve, and what remakes the curve."""
+    width and int8 values, the layers in INT8 order (least error per multiply-add first) and
+    those left out, each layer's row of the table, the options tried, the curve, and what
+    remakes the curve."""
 
     models: dict[str, onnx.ModelProto]
     layers: dict[str, list[qdq.Layer]]
     ranges: dict[str, dict[str, float]]
     weight_bits: int
+    rounded: dict[str, dict[str, np.ndarray]]
     order: list[tuple[str, str]]
     excluded: list[tuple[str, str]]  # the layers of stages not given INT8, always float
     rows: dict[tuple[str, str], dict]
@@ -166,7 +174,7 @@ class Search:
         quantized = {}
         for s in int8.INT8_STAGES:
             quantized[s] = qdq.with_qdq(self.models[s], [l for l in self.layers[s] if (s, l.name) in chosen],
-                                        self.ranges[s], self.weight_bits)
+                                        self.ranges[s], self.weight_bits, rounded=self.rounded[s])
             qdq.check(quantized[s], s)
         return quantized
 
@@ -237,7 +245,8 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
             layers, stats = stage_layers_and_stats(candidate, feeds)
             ranges = {s: int8.ranges(stats[s], layers[s], {l.name: method for l in layers[s]})
                       for s in int8.INT8_STAGES}
-            pipeline = Switched(candidate, layers, ranges, weight_bits)
+            pipeline = Switched(candidate, layers, ranges, weight_bits,
+                                rounded_weights(candidate, layers, stats, weight_bits))
             for key in keys:
                 if measured(alpha, key):
                     solo.setdefault(key, {})[(alpha, method)] = probes.error(pipeline, {key})
@@ -253,7 +262,8 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
     layers, stats = stage_layers_and_stats(final, feeds)
     ranges = {s: int8.ranges(stats[s], layers[s], {l.name: best[(s, l.name)][1] for l in layers[s]})
               for s in int8.INT8_STAGES}
-    pipeline = Switched(final, layers, ranges, weight_bits)
+    rounded = rounded_weights(final, layers, stats, weight_bits)
+    pipeline = Switched(final, layers, ranges, weight_bits, rounded)
     macs = work(final, layers, stats, jobs[0], probe)
     ranked = sorted(keys, key=lambda key: harm(solo[key][best[key]]) / max(macs[key], 1.0))
     rows = {(s, name): {"stage": s, "layer": name, "op": ops[(s, name)], "alpha": best[(s, name)][0],
@@ -261,7 +271,7 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
                         "solo_uint8_psnr_db": solo[(s, name)][best[(s, name)]]["uint8_psnr_db"],
                         "solo_psnr_db": solo[(s, name)][best[(s, name)]]["psnr_db"], "macs": macs[(s, name)]}
             for s, name in ranked}
-    found = Search(final, layers, ranges, weight_bits, [k for k in ranked if k[0] in stages],
+    found = Search(final, layers, ranges, weight_bits, rounded, [k for k in ranked if k[0] in stages],
                    [k for k in ranked if k[0] not in stages], rows, tried, pipeline, probes)
     found.remake_curve()
     return found
@@ -280,6 +290,7 @@ def plan(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs: 
     float_layers = [f"{s}/{name}" for s, name in found.order[k:] + found.excluded]
     in_float = sum(row["macs"] for row in found.table[k:]) / max(sum(row["macs"] for row in found.table), 1.0)
     report = {"target_uint8_psnr_db": target_psnr, "margin_db": MARGIN_DB, "probe": probe, "weight_bits": weight_bits,
+              "weight_rounding": {"method": "gptq", "damp": rounding.DAMP},
               "int8_stages": list(stages), "stage_speed": timings, "float_work_share": in_float,
               "plan_jobs": [j.to_dict() for j in plan_jobs], "plan_probe": int8.PLAN_PROBE,
               "options_tried": found.tried,
