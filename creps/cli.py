@@ -8,7 +8,6 @@ exit code.
 
 from __future__ import annotations
 
-import _thread
 import builtins
 import contextlib
 import functools
@@ -108,38 +107,6 @@ class NativeImports(importlib.abc.MetaPathFinder):
         return bool(self.depth)
 
 
-class Redelivery:
-    """A signal whose Interrupted Python dropped: raised while a weakref callback, a __del__
-    or a gc callback ran, it reaches sys.unraisablehook instead of the main thread's code.
-    It is delivered again from a timer thread a moment later (`_thread.interrupt_main`, which
-    runs the handler as a signal would), and again if it lands in such a callback once more;
-    one still `due` when the command ends is raised then, by interrupts_raise."""
-
-    DELAY_S = 0.01
-
-    def __init__(self):
-        self.due: int | None = None
-        self.active = True
-        self.lock = threading.Lock()
-
-    def schedule(self, signum: int) -> None:
-        self.due = signum
-        timer = threading.Timer(self.DELAY_S, self.deliver, (signum,))
-        timer.daemon = True
-        timer.start()
-
-    def deliver(self, signum: int) -> None:
-        with self.lock:
-            if self.active and self.due == signum:
-                _thread.interrupt_main(signum)
-
-    def stop(self) -> int | None:
-        """No delivery from now on; the signal still due, if any."""
-        with self.lock:
-            self.active = False
-        return self.due
-
-
 @contextlib.contextmanager
 def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     """While inside: the first SIGINT or SIGTERM raises Interrupted in the main thread; later
@@ -147,9 +114,7 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     ignored (a shell's background job ignores SIGINT) stay ignored. The signal's number is
     appended to `received`, so a caller knows of it even when a library turned the
     Interrupted into an error of its own (torch.export wraps what its tracing raises).
-    One that comes while a NATIVE_IMPORTS package is imported is raised when that import ends;
-    one that comes while a callback whose exceptions Python drops runs (`Redelivery`) is
-    raised once that callback has returned.
+    One that comes while a NATIVE_IMPORTS package is imported is raised when that import ends.
     On the way out the previous handlers come back, or with `restore=False` (a process that
     ends with the command) signals are ignored from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -157,26 +122,15 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
         return
     raised = False
     imports = NativeImports()
-    redelivery = Redelivery()
-    unraisable_hook = sys.unraisablehook
 
     def handler(signum, frame):
         nonlocal raised
         if not raised:
             raised = True
-            if received is not None and not received:
+            if received is not None:
                 received.append(signum)
             if not imports.hold(signum):
-                redelivery.due = None
                 raise Interrupted(signum)
-
-    def unraisable(info):
-        nonlocal raised
-        if isinstance(info.exc_value, Interrupted):
-            raised = False  # it was not raised where it can unwind: the handler acts on it again
-            redelivery.schedule(info.exc_value.signum)
-        else:
-            unraisable_hook(info)
 
     previous = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
     for signum, old in previous.items():
@@ -184,20 +138,34 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
             signal.signal(signum, handler)
     sys.meta_path.insert(0, imports)
     builtins.__import__ = imports.statement
-    sys.unraisablehook = unraisable
     try:
         yield
     finally:
-        try:
-            due = redelivery.stop()  # a delivery made just before runs its handler here, at the latest
-        finally:
-            sys.unraisablehook = unraisable_hook
-            builtins.__import__ = imports.builtin_import
-            sys.meta_path.remove(imports)
-            for signum, old in previous.items():
-                signal.signal(signum, old if restore else signal.SIG_IGN)
-        if due is not None:
-            raise Interrupted(due)
+        builtins.__import__ = imports.builtin_import
+        sys.meta_path.remove(imports)
+        for signum, old in previous.items():
+            signal.signal(signum, old if restore else signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def quiet_unraisables(received: list[int]):
+    """While inside: what Python drops and reports through sys.unraisablehook (an exception
+    raised in a weakref callback, a __del__ or a gc callback) is dropped silently if it is the
+    Interrupted of a signal that came while such a callback ran (the signal is in `received`:
+    the command goes on to its end, then exits as interrupted), or if it comes after a
+    signal (a half-built object's finalizer failing; a consequence, as in run_command).
+    Anything else goes to the previous hook."""
+    previous = sys.unraisablehook
+
+    def hook(info):
+        if not (isinstance(info.exc_value, Interrupted) or received):
+            previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def command(**settings):
@@ -261,14 +229,15 @@ def run_command(command: click.Command, quiet_interrupt: bool = False, restore_h
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     received: list[int] = []
-    try:
-        with interrupts_raise(received, restore=restore_handlers):
-            command.main(standalone_mode=False)
-    except Interrupted as exc:
-        received[:] = received or [exc.signum]
-    except BaseException as exc:
-        if not received:  # after a signal, whatever came out of the command is its consequence
-            report(exc)
+    with quiet_unraisables(received):  # outside: the frames an exception holds are freed at the end of its except
+        try:
+            with interrupts_raise(received, restore=restore_handlers):
+                command.main(standalone_mode=False)
+        except Interrupted as exc:
+            received[:] = received or [exc.signum]
+        except BaseException as exc:
+            if not received:  # after a signal, whatever came out of the command is its consequence
+                report(exc)
     if received:  # out here, the interrupted frames are gone: their progress bars closed first
         if not quiet_interrupt:
             click.echo("interrupted", err=True)

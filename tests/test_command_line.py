@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import weakref
 from pathlib import Path
 
@@ -191,29 +190,66 @@ class Dropping:
 
 
 @pytest.mark.parametrize("how", ["weakref_callback", "finalizer"])
-@pytest.mark.parametrize("work_after_s", [2.0, 0.0])
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # nothing reaches pytest's hook
-def test_a_signal_during_a_callback_whose_exceptions_python_drops_stops_the_command(monkeypatch, capsys, how, work_after_s):
+def test_a_signal_during_a_callback_whose_exceptions_python_drops_ends_the_command_as_interrupted(monkeypatch, capsys,
+                                                                                                  how):
     """Python prints and drops an exception raised in a weakref callback or a __del__ (a
-    traceback on stderr, and the command went on to its end): the signal is raised after the
-    callback, while the command works, or on its way out if it has no work left."""
+    traceback on stderr): the command goes on to its end, then exits as interrupted, with
+    nothing else on stderr."""
     monkeypatch.setattr(sys, "argv", ["cmd"])
     steps, before = [], (sys.unraisablehook, signal.getsignal(signal.SIGTERM))
 
     @command()
     def cli():
         getattr(Dropping, how)()
-        steps.append("callback returned")
-        deadline = time.monotonic() + work_after_s
-        while time.monotonic() < deadline:
-            time.sleep(0.001)
         steps.append("finished")
 
     with pytest.raises(SystemExit) as exit:
         run_command(cli)
     assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
-    assert steps == (["callback returned"] if work_after_s else ["callback returned", "finished"])
+    assert steps == ["finished"]
     assert (sys.unraisablehook, signal.getsignal(signal.SIGTERM)) == before
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_finalizer_that_fails_after_a_signal_is_silent(monkeypatch, capsys):
+    """A signal raised inside a constructor leaves a half-built object whose __del__ fails
+    (tqdm's reads an attribute __init__ never set) once the frames are freed."""
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+
+    class HalfBuilt:
+        def __init__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(10000))  # the handler raises here
+            self.position = 0
+
+        def __del__(self):
+            self.position += 1  # AttributeError: __init__ stopped first
+
+    @command()
+    def cli():
+        HalfBuilt()
+
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_an_unraisable_error_without_a_signal_is_still_reported(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("a bug in a finalizer")
+
+    @command()
+    def cli():
+        Broken()
+
+    run_command(cli)
+    assert [type(r.exc_value) for r in reported] == [ValueError]
 
 
 def test_a_console_script_ignores_a_signal_that_comes_after_its_work(monkeypatch, capsys):
