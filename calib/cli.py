@@ -74,11 +74,11 @@ def parse_floats(text: str) -> list[float]:
 @click.option("--target-psnr", type=click.FloatRange(min=0), default=PRECISION_BARS["int8"][psnr_key("int8")],
               show_default=True, help="INT8: the uint8 PSNR (dB) the mixed plan aims at.")
 @click.option("--range-seeds", type=click.IntRange(min=0), default=RANGE_SEEDS, show_default=True,
-              help="INT8: more latents the activation ranges are taken from (fewer: faster, ranges that new "
-                   "latents exceed more often).")
+              help="INT8: more latents, at psi 1, the activation ranges are taken from (fewer: faster, ranges that "
+                   "new latents exceed more often).")
 @click.option("--plan-seeds", type=click.IntRange(min=0), default=PLAN_SEEDS, show_default=True,
-              help="INT8: more latents the plan must hold the target on, besides the sample jobs (fewer: faster, "
-                   "plans that new latents miss more often).")
+              help="INT8: more latents, at psi 1, the plan must hold the target on, besides the sample jobs (fewer: "
+                   "faster, plans that new latents miss more often).")
 @click.option("--weight-bits", type=click.Choice(["auto", "7", "8"]), default="auto", show_default=True,
               help="INT8: the weights' width. 8 runs exactly on TensorRT and on CPUs with VNNI or Arm dot products; "
                    "ONNX Runtime on x86 CPUs without VNNI saturates it and runs only 7 (and refuses 8-bit graphs "

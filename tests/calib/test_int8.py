@@ -8,7 +8,7 @@ from onnx import TensorProto, numpy_helper
 from calib_jobs import JOBS
 from creps.calib import int8, qdq
 from creps.calib.bundle import activation_form_models
-from creps.calib.samples import StageRunner, worst
+from creps.calib.samples import Job, StageRunner, worst
 from creps.calib.sensitivity import MARGIN_DB
 from creps.errors import BundleError
 from creps.runtime.bundle import read_bundle
@@ -39,6 +39,17 @@ def test_every_layer_in_int8_by_the_rules(every_layer, activation_models):
     assert qdq.summary(quantized["pixels"])["int8_activation_products"] == 1  # cols @ rows.T
     measured = int8.measure(activation_models, quantized, JOBS)
     assert 20 < measured["worst"]["uint8_psnr_db"] < 80 and measured["worst"]["uint8_max_abs"] > 0
+
+
+def test_more_latents_are_untruncated_at_the_jobs_sizes():
+    """The range and plan latents are new seeds at psi 1 (the tails), or a job's wider psi, at the jobs' sizes in turn."""
+    jobs = (Job(0, 0.5, 64, 32), Job(1, 0.7, 17, 9))
+    more = int8.more_latents(jobs, 5, 100)
+    assert [(j.seed, j.psi, j.width, j.height) for j in more] == [
+        (100, 1.0, 64, 32), (101, 1.0, 17, 9), (102, 1.0, 64, 32), (103, 1.0, 17, 9), (104, 1.0, 64, 32)]
+    assert {j.psi for j in int8.plan_jobs((Job(0, 1.25, 8, 8), Job(1, 0.7, 8, 8)))} == {1.25}
+    ranged = int8.range_jobs(jobs, 3)
+    assert ranged[:2] == jobs and {j.seed for j in ranged[2:]} == {int8.RANGE_SEED_BASE + i for i in range(3)}
 
 
 def test_the_plan_curve_is_what_the_written_graphs_give(every_layer, activation_models):
