@@ -77,7 +77,10 @@ class Stats:
     shapes: dict[str, tuple[int, ...]]
 
 
-def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: list[dict]) -> Stats:
+def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: list[dict],
+                     with_moments: bool = True) -> Stats:
+    """Stats of the layers' inputs over `feeds`; without `with_moments`, no moments (they are
+    the costly part, and only weight rounding reads them)."""
     names = sorted({a for layer in layers for a in layer.activations})
     weighted = {layer.activations[0] for layer in layers if layer.weight}  # x of x @ W: channels on the last axis
     session = emulate.session(emulate.with_outputs(model, names))
@@ -92,7 +95,8 @@ def activation_stats(model: onnx.ModelProto, layers: list[qdq.Layer], feeds: lis
             values[name].append(a.ravel())
             if name in weighted:
                 channel_amax[name] = np.maximum(channel_amax.get(name, 0), a.reshape(-1, a.shape[-1]).max(axis=0))
-                moments[name] = moments.get(name, 0) + rounding.moments(value)
+                if with_moments:
+                    moments[name] = moments.get(name, 0) + rounding.moments(value)
     joined = {}
     for name, parts in values.items():
         a = np.concatenate(parts)

@@ -117,9 +117,9 @@ def migrated(models: dict, layers: dict, stats: dict, alphas: dict[str, float]) 
     return out, folds
 
 
-def stage_layers_and_stats(models: dict, feeds: dict) -> tuple[dict, dict]:
+def stage_layers_and_stats(models: dict, feeds: dict, with_moments: bool = True) -> tuple[dict, dict]:
     layers = {s: qdq.layers(models[s], s) for s in int8.INT8_STAGES}
-    return layers, {s: int8.activation_stats(models[s], layers[s], feeds[s]) for s in int8.INT8_STAGES}
+    return layers, {s: int8.activation_stats(models[s], layers[s], feeds[s], with_moments) for s in int8.INT8_STAGES}
 
 
 def rounded_weights(models: dict, layers: dict, stats: dict, weight_bits: int) -> dict[str, dict[str, np.ndarray]]:
@@ -223,7 +223,7 @@ def search(models: dict[str, onnx.ModelProto], jobs: tuple[Job, ...], range_jobs
     feeds = int8.calibration_feeds(models, range_jobs[:len(jobs)], probe)
     more = int8.calibration_feeds(models, range_jobs[len(jobs):], int8.RANGE_PROBE)
     feeds = {s: feeds[s] + more[s] for s in feeds}
-    base_layers, base_stats = stage_layers_and_stats(models, feeds)
+    base_layers, base_stats = stage_layers_and_stats(models, feeds, with_moments=False)  # for migration only
     keys = [(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]]
     ops = {(s, layer.name): layer.op for s in int8.INT8_STAGES for layer in base_layers[s]}
     foldable = {(s, layer.name) for s in int8.INT8_STAGES for layer in base_layers[s]

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from calib_jobs import JOBS
-from creps.calib import int8, qdq
+from creps.calib import emulate, int8, qdq
 from creps.calib.bundle import activation_form_models
 from creps.calib.samples import Job, StageRunner, worst
 from creps.calib.sensitivity import MARGIN_DB
@@ -50,6 +50,28 @@ def test_more_latents_are_untruncated_at_the_jobs_sizes():
     assert {j.psi for j in int8.plan_jobs((Job(0, 1.25, 8, 8), Job(1, 0.7, 8, 8)))} == {1.25}
     ranged = int8.range_jobs(jobs, 3)
     assert ranged[:2] == jobs and {j.seed for j in ranged[2:]} == {int8.RANGE_SEED_BASE + i for i in range(3)}
+
+
+def test_activation_stats_moments_are_the_inputs_gram_matrices(activation_models):
+    """Per weighted input, sum over every row of every feed of x x^T (an einsum over the layer's
+    inputs fetched from ONNX Runtime, contracted over every axis but the channels); without
+    moments, the rest is the same."""
+    model = activation_models["lines"]
+    layers = qdq.layers(model, "lines")
+    feeds = int8.calibration_feeds(activation_models, JOBS, 9)["lines"]
+    stats = int8.activation_stats(model, layers, feeds)
+    weighted = sorted({layer.activations[0] for layer in layers if layer.weight})
+    session = emulate.session(emulate.with_outputs(model, weighted))
+    fetched = [session.run(weighted, feed) for feed in feeds]
+    assert sorted(stats.moments) == weighted
+    for i, name in enumerate(weighted):
+        xs = [f[i].astype(np.float64) for f in fetched]
+        expected = sum(np.tensordot(x, x, [tuple(range(x.ndim - 1))] * 2) for x in xs)
+        np.testing.assert_allclose(stats.moments[name], expected, rtol=1e-9, atol=1e-9)
+    bare = int8.activation_stats(model, layers, feeds, with_moments=False)
+    assert bare.moments == {} and bare.shapes == stats.shapes
+    assert all(np.array_equal(bare.values[n], stats.values[n]) for n in stats.values)
+    assert all(np.array_equal(bare.channel_amax[n], stats.channel_amax[n]) for n in stats.channel_amax)
 
 
 def test_the_plan_curve_is_what_the_written_graphs_give(every_layer, activation_models):
