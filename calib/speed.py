@@ -9,7 +9,7 @@ spent the error budget (and every pixel layer in INT8 ran 1.2-1.4x, at 31 dB). S
 plan's INT8 graph of each stage is timed against its exported FP32 graph as the ONNX
 Runtime CPU backend runs them (every graph optimisation, one thread per call, one call per
 core at once: two INT8 pixel tiles at once ran 0.9x where one alone ran 1.6x) on calls of
-the runtime's default size (a line chunk, a pixel tile), best of `REPEATS`, and a stage
+the runtime's default size (a line chunk, a pixel tile), best of `REPEATS` rounds in turn, and a stage
 under MIN_SPEEDUP leaves the plan (calib/sensitivity.py `Search.settle`). The timing is of
 this CPU: plans for TensorRT name their stages (creps-calib --int8-stages).
 """
@@ -40,15 +40,24 @@ def runtime_session(model: onnx.ModelProto):
 
 def best_seconds(session, feeds: dict, calls: int = 1) -> float:
     """Best of REPEATS wall-clock seconds of `calls` concurrent runs of `session` on `feeds`."""
+    return alternated_best_seconds([session], feeds, calls)[0]
+
+
+def alternated_best_seconds(sessions: list, feeds: dict, calls: int = 1) -> list[float]:
+    """Per session, best_seconds, the sessions taking turns round by round, so that a change of
+    load during the timing hits them alike (timed one after the other, the same pixel graph ran
+    1.09x itself on a 2-core virtual machine: benchmarks/results/int8-xeon.json)."""
     with ThreadPoolExecutor(calls) as pool:
-        def once() -> float:
+        def once(session) -> float:
             start = time.perf_counter()
             for _ in pool.map(lambda _: session.run(None, feeds), range(calls)):
                 pass
             return time.perf_counter() - start
 
-        once()  # arenas and kernels warm
-        return min(once() for _ in range(REPEATS))
+        for session in sessions:
+            once(session)  # arenas and kernels warm
+        rounds = [[once(session) for session in sessions] for _ in range(REPEATS)]
+        return [min(times) for times in zip(*rounds)]
 
 
 def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],
@@ -65,7 +74,7 @@ def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, on
     calls = available_cores()
     found = {}
     for stage in REDUCED_STAGES:
-        fp32 = best_seconds(runtime_session(exported[stage]), feeds[stage], calls)
-        int8 = best_seconds(runtime_session(quantized[stage]), feeds[stage], calls)
+        fp32, int8 = alternated_best_seconds([runtime_session(exported[stage]), runtime_session(quantized[stage])],
+                                             feeds[stage], calls)
         found[stage] = {"fp32_seconds": fp32, "int8_seconds": int8, "speedup": fp32 / int8}
     return found

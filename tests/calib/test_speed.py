@@ -47,6 +47,29 @@ def test_calls_are_timed_together_as_the_cpu_backend_makes_them(calls):
     assert 0.05 <= seconds < 0.09  # at once: one after another, two would take 0.1 s
 
 
+class LoggedSession(SleepingSession):
+    """A SleepingSession that writes its name into a shared log at each call."""
+
+    def __init__(self, seconds: float, name: str, log: list):
+        super().__init__(seconds)
+        self.name, self.log = name, log
+
+    def run(self, output_names, feeds):
+        self.log.append(self.name)
+        return super().run(output_names, feeds)
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+def test_sessions_timed_together_take_turns_each_round(calls):
+    log = []
+    slow, fast = LoggedSession(0.04, "slow", log), LoggedSession(0.01, "fast", log)
+    seconds = speed.alternated_best_seconds([slow, fast], {"x": 1}, calls)
+    rounds = [log[i:i + 2 * calls] for i in range(0, len(log), 2 * calls)]
+    assert len(rounds) == speed.REPEATS + 1  # one round warms
+    assert all(r == ["slow"] * calls + ["fast"] * calls for r in rounds)
+    assert 0.04 <= seconds[0] < 0.07 and 0.01 <= seconds[1] < 0.035
+
+
 @pytest.mark.parametrize("pixels_speedup, kept", [(2.0, ["lines", "pixels"]), (0.9, ["lines"])])
 def test_a_stage_whose_int8_is_not_faster_leaves_the_plan(tiny_models, activation_models, monkeypatch,
                                                           pixels_speedup, kept):
