@@ -115,18 +115,23 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     appended to `received`, so a caller knows of it even when a library turned the
     Interrupted into an error of its own (torch.export wraps what its tracing raises).
     One that comes while a NATIVE_IMPORTS package is imported is raised when that import ends.
-    On the way out the previous handlers come back, or with `restore=False` (a process that
-    ends with the command) signals are ignored from then on."""
+    From the first signal on, logging is off until the way out: what a library logs about the
+    Interrupted it catches is the signal's consequence (torch's fake-tensor dispatcher logs it
+    with a traceback before raising an error of its own). On the way out logging is as it was
+    and the previous handlers come back, or with `restore=False` (a process that ends with the
+    command) signals are ignored from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     raised = False
     imports = NativeImports()
+    logging_off = logging.root.manager.disable  # the level logging.disable set, if any
 
     def handler(signum, frame):
         nonlocal raised
         if not raised:
             raised = True
+            logging.disable(logging.CRITICAL)
             if received is not None:
                 received.append(signum)
             if not imports.hold(signum):
@@ -141,6 +146,7 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     try:
         yield
     finally:
+        logging.disable(logging_off)
         builtins.__import__ = imports.builtin_import
         sys.meta_path.remove(imports)
         for signum, old in previous.items():

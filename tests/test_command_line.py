@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.metadata
+import logging
 import os
 import signal
 import subprocess
@@ -233,6 +234,33 @@ def test_a_finalizer_that_fails_after_a_signal_is_silent(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit:
         run_command(cli)
     assert exit.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_what_a_library_logs_about_the_interrupted_it_catches_is_silent(monkeypatch, capsys):
+    """As torch does in export: its argument parsing turns the Interrupted into a TypeError, which
+    its fake-tensor dispatcher logs with a traceback through a handler of its own, then raises. Only `interrupted` is printed;
+    once the command is over, logging works again."""
+    monkeypatch.setattr(sys, "argv", ["cmd"])
+    library = logging.getLogger("creps-test-library")
+    handler = logging.StreamHandler(sys.stderr)  # capsys's stderr
+    library.addHandler(handler)
+    library.propagate = False
+    monkeypatch.setattr(library, "handlers", [handler])
+
+    @command()
+    def cli():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10000))  # the handler raises here
+        except BaseException as exc:
+            library.exception("dispatch failed")
+            raise TypeError(f"failed to unpack: {exc}") from exc
+
+    with pytest.raises(SystemExit) as exit:
+        run_command(cli)
+    assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+    library.error("after the command")
+    assert capsys.readouterr().err == "after the command\n"
 
 
 def test_an_unraisable_error_without_a_signal_is_still_reported(monkeypatch):
