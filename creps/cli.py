@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 import click
 
@@ -115,10 +116,10 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     appended to `received`, so a caller knows of it even when a library turned the
     Interrupted into an error of its own (torch.export wraps what its tracing raises).
     One that comes while a NATIVE_IMPORTS package is imported is raised when that import ends.
-    From the first signal on, logging is off until the way out: what a library logs about the
-    Interrupted it catches is the signal's consequence (torch's fake-tensor dispatcher logs it
-    with a traceback before raising an error of its own). On the way out logging is as it was
-    and the previous handlers come back, or with `restore=False` (a process that ends with the
+    From the first signal on, logging and warnings are off until the way out: what a library
+    logs or warns about the Interrupted it catches is the signal's consequence (torch's
+    fake-tensor dispatcher logs it with a traceback before raising an error of its own). On the
+    way out logging and the warning filters are as they were and the previous handlers come back, or with `restore=False` (a process that ends with the
     command) signals are ignored from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
@@ -132,6 +133,7 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
         if not raised:
             raised = True
             logging.disable(logging.CRITICAL)
+            warnings.simplefilter("ignore")
             if received is not None:
                 received.append(signum)
             if not imports.hold(signum):
@@ -144,7 +146,8 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     sys.meta_path.insert(0, imports)
     builtins.__import__ = imports.statement
     try:
-        yield
+        with warnings.catch_warnings():  # restores the filters the handler sets
+            yield
     finally:
         logging.disable(logging_off)
         builtins.__import__ = imports.builtin_import

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
@@ -236,16 +237,15 @@ def test_a_finalizer_that_fails_after_a_signal_is_silent(monkeypatch, capsys):
     assert exit.value.code == 130 and capsys.readouterr().err == "interrupted\n"
 
 
-def test_what_a_library_logs_about_the_interrupted_it_catches_is_silent(monkeypatch, capsys):
+def test_what_a_library_logs_or_warns_about_the_interrupted_it_catches_is_silent(monkeypatch, capsys):
     """As torch does in export: its argument parsing turns the Interrupted into a TypeError, which
-    its fake-tensor dispatcher logs with a traceback through a handler of its own, then raises. Only `interrupted` is printed;
-    once the command is over, logging works again."""
+    its fake-tensor dispatcher logs with a traceback through a handler of its own, then raises.
+    Only `interrupted` is printed; once the command is over, logging and warnings work again."""
     monkeypatch.setattr(sys, "argv", ["cmd"])
     library = logging.getLogger("creps-test-library")
     handler = logging.StreamHandler(sys.stderr)  # capsys's stderr
-    library.addHandler(handler)
-    library.propagate = False
     monkeypatch.setattr(library, "handlers", [handler])
+    monkeypatch.setattr(library, "propagate", False)
 
     @command()
     def cli():
@@ -254,13 +254,21 @@ def test_what_a_library_logs_about_the_interrupted_it_catches_is_silent(monkeypa
             sum(range(10000))  # the handler raises here
         except BaseException as exc:
             library.exception("dispatch failed")
+            warnings.warn("dispatch failed", RuntimeWarning)
             raise TypeError(f"failed to unpack: {exc}") from exc
 
-    with pytest.raises(SystemExit) as exit:
-        run_command(cli)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        with pytest.raises(SystemExit) as exit:
+            run_command(cli)
+        assert warnings.filters == filters
     assert exit.value.code == 143 and capsys.readouterr().err == "interrupted\n"
+    assert [str(w.message) for w in warned] == []
     library.error("after the command")
     assert capsys.readouterr().err == "after the command\n"
+    with pytest.warns(RuntimeWarning, match="after the command"):
+        warnings.warn("after the command", RuntimeWarning)
 
 
 def test_an_unraisable_error_without_a_signal_is_still_reported(monkeypatch):
