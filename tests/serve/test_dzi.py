@@ -148,7 +148,10 @@ def test_a_failure_midway_leaves_nothing(monkeypatch, capsys, tmp_path, failure)
 @pytest.mark.slow
 def test_real_signals_leave_nothing_half_done(tmp_path):
     """SIGINT (to the process group) and SIGTERM at seeded random moments of a real creps-run
-    --dzi: exit 130 / 143 and `interrupted`, or a complete pyramid; never a temporary."""
+    --dzi: exit 130 / 143 and `interrupted`, or a complete pyramid; never a temporary. A signal
+    that lands where Python drops exceptions (a weakref callback, a __del__: creps.cli
+    quiet_unraisables) stops nothing: that run exits as interrupted with the complete pyramid
+    (seen once in a clean-clone CI run)."""
     case = Case("creps-run --dzi", script("creps.runtime.cli"),
                 lambda f: ["--bundle", tiny_bundle(), "--backend", "ort-cpu", "--canvas-views", "8", "--dzi",
                            f / "new" / "pyr"])
@@ -157,7 +160,8 @@ def test_real_signals_leave_nothing_half_done(tmp_path):
     assert any(o.interrupted for o in outcomes), "no run was interrupted: the delays are too long for this machine"
     for outcome, folder in zip(outcomes, [tmp_path / "baseline", *(tmp_path / f"run{i:03d}" for i in range(4))]):
         left = sorted(p.name for p in (folder / "new").iterdir()) if (folder / "new").exists() else []
-        assert left == ([] if outcome.interrupted else ["pyr.dzi", "pyr_files"]), (outcome, left)
+        complete = ["pyr.dzi", "pyr_files"]
+        assert left in ([[], complete] if outcome.interrupted else [complete]), (outcome, left)
 
 
 def test_dzi_never_imports_torch(runtime, tmp_path):
