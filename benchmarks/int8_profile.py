@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 
 import click
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -28,9 +27,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import benchmark  # noqa: E402
 from tiny_models import random_generator  # noqa: E402
 
-from creps.calib import int8, qdq, sensitivity  # noqa: E402
+from creps.calib import int8, qdq, sensitivity, speed  # noqa: E402
 from creps.calib.bundle import activation_form_models, load_models  # noqa: E402
-from creps.calib.samples import DEFAULT_JOBS, StageRunner  # noqa: E402
+from creps.calib.samples import DEFAULT_JOBS  # noqa: E402
 from creps.cli import entry_point  # noqa: E402
 from creps.export import export_bundle  # noqa: E402
 from creps.model import GeneratorConfig  # noqa: E402
@@ -78,12 +77,7 @@ def main(top: int) -> dict:
         exported, activation = load_models(bundle), activation_form_models(bundle, G)
         feeds = int8.calibration_feeds(activation, DEFAULT_JOBS, int8.CALIBRATION_PROBE)
         layers, stats = sensitivity.stage_layers_and_stats(activation, feeds, with_moments=False)
-        runner = StageRunner(exported)
-        ws = runner.ws(DEFAULT_JOBS[0])
-        half = np.linspace(0.0, 1.0, DEFAULT_LINES // 2, dtype=np.float32)
-        width, height = DEFAULT_TILE
-        cols, rows = runner.lines(ws, half[:height], half[:width])
-        calls = {"lines": {"ws": ws, "ys": half, "xs": half}, "pixels": {"ws": ws, "cols": cols, "rows": rows}}
+        calls = speed.runtime_feeds(exported, DEFAULT_JOBS[0])
         for stage in int8.INT8_STAGES:
             ranges = int8.ranges(stats[stage], layers[stage], {layer.name: "minmax" for layer in layers[stage]})
             graphs = {"fp32": exported[stage], "int8": qdq.with_qdq(activation[stage], layers[stage], ranges, bits)}

@@ -9,8 +9,8 @@ spent the error budget (and every pixel layer in INT8 ran 1.2-1.4x, at 31 dB). S
 plan's INT8 graph of each stage is timed against its exported FP32 graph as the ONNX
 Runtime CPU backend runs them (every graph optimisation, one thread per call, one call per
 core at once: two INT8 pixel tiles at once ran 0.9x where one alone ran 1.6x) on calls of
-the runtime's default size (a line chunk, a pixel tile), best of `REPEATS` rounds in turn, and a stage
-under MIN_SPEEDUP leaves the plan (calib/sensitivity.py `Search.settle`). The timing is of
+the runtime's default size (a line chunk, a pixel tile), best of `REPEATS` rounds in turn,
+and a stage under MIN_SPEEDUP leaves the plan (calib/sensitivity.py `Search.settle`). The timing is of
 this CPU: plans for TensorRT name their stages (creps-calib --int8-stages).
 """
 
@@ -60,17 +60,23 @@ def alternated_best_seconds(sessions: list, feeds: dict, calls: int = 1) -> list
         return [min(times) for times in zip(*rounds)]
 
 
-def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],
-                   job: Job) -> dict[str, dict]:
-    """Per stage, {"fp32_seconds", "int8_seconds", "speedup"} of runtime-sized calls of `job`'s
-    latent (DEFAULT_LINES lines, half rows and half columns; a DEFAULT_TILE pixel tile), as many
-    at once as the CPU backend makes (one per core)."""
+def runtime_feeds(exported: dict[str, onnx.ModelProto], job: Job) -> dict[str, dict]:
+    """Per stage, the inputs of one runtime-sized call for `job`'s latent: DEFAULT_LINES lines
+    (half rows, half columns) and a DEFAULT_TILE pixel tile."""
     runner = StageRunner(exported)
     ws = runner.ws(job)
     width, height = DEFAULT_TILE
     half = np.linspace(0.0, 1.0, DEFAULT_LINES // 2, dtype=np.float32)
     cols, rows = runner.lines(ws, half[:height], half[:width])
-    feeds = {"lines": {"ws": ws, "ys": half, "xs": half}, "pixels": {"ws": ws, "cols": cols, "rows": rows}}
+    return {"lines": {"ws": ws, "ys": half, "xs": half}, "pixels": {"ws": ws, "cols": cols, "rows": rows}}
+
+
+def stage_speedups(exported: dict[str, onnx.ModelProto], quantized: dict[str, onnx.ModelProto],
+                   job: Job) -> dict[str, dict]:
+    """Per stage, {"fp32_seconds", "int8_seconds", "speedup"} of runtime-sized calls of `job`'s
+    latent (DEFAULT_LINES lines, half rows and half columns; a DEFAULT_TILE pixel tile), as many
+    at once as the CPU backend makes (one per core)."""
+    feeds = runtime_feeds(exported, job)
     calls = available_cores()
     found = {}
     for stage in REDUCED_STAGES:

@@ -119,8 +119,9 @@ def interrupts_raise(received: list[int] | None = None, restore: bool = True):
     From the first signal on, logging and warnings are off until the way out: what a library
     logs or warns about the Interrupted it catches is the signal's consequence (torch's
     fake-tensor dispatcher logs it with a traceback before raising an error of its own). On the
-    way out logging and the warning filters are as they were and the previous handlers come back, or with `restore=False` (a process that ends with the
-    command) signals are ignored from then on."""
+    way out logging and the warning filters are as they were and the previous handlers come
+    back, or with `restore=False` (a process that ends with the command) signals are ignored
+    from then on."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return

@@ -34,8 +34,8 @@ FASTER = {"ort-cpu": (), "ort-cuda": ("fp16",)}
 # ONNX Runtime's INT8 Q/DQ MatMuls become integer kernels, 2x float32 as lone GEMMs with AVX2, but
 # whole INT8 pipelines near the 45 dB bar measured 0.75-1.04x fp32 on a 2-core AVX2 CPU, 1.4-1.8x
 # on Zen 4 and Zen 5 CPUs and an Intel Xeon with VNNI for the published config and no faster for the
-# bundled model (layers 32-128 wide: benchmarks/results/int8.json, int8-xeon.json). So creps-calib times each INT8 stage on its CPU
-# (calib/speed.py) and records the speed-up with the CPU's model and INT8 kernel flags
+# bundled model (layers 32-128 wide: benchmarks/results/int8.json, int8-xeon.json). So creps-calib
+# times each INT8 stage on its CPU (calib/speed.py) and records the speed-up with the CPU's model and INT8 kernel flags
 # (`cpu_speedup` on the graph entries, runtime/cpu.py int8_kernel_class).
 MEASURED = {"ort-cpu": ("int8",), "ort-cuda": ()}
 HELP = ("fp32: the exact model; int8: TensorRT's fast precision, and ONNX Runtime's integer kernels on the CPU "

@@ -53,7 +53,7 @@ def test_more_latents_are_untruncated_at_the_jobs_sizes():
 
 
 def test_activation_stats_moments_are_the_inputs_gram_matrices(activation_models):
-    """Per weighted input, sum over every row of every feed of x x^T (an einsum over the layer's
+    """Per weighted input, sum over every row of every feed of x x^T (a tensordot of the layer's
     inputs fetched from ONNX Runtime, contracted over every axis but the channels); without
     moments, the rest is the same."""
     model = activation_models["lines"]
